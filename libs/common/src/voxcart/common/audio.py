@@ -37,9 +37,7 @@ def _build_tables() -> tuple[npt.NDArray[np.uint8], Int16Array]:
     neg = x < 0
     v = np.minimum(np.where(neg, -x, x), 8159) + 33
     seg = np.searchsorted(np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF]), v)
-    enc = (np.where(seg >= 8, 0x7F, (seg << 4) | ((v >> (seg + 1)) & 0xF)) ^ np.where(neg, 0x7F, 0xFF)).astype(
-        np.uint8
-    )
+    enc = (np.where(seg >= 8, 0x7F, (seg << 4) | ((v >> (seg + 1)) & 0xF)) ^ np.where(neg, 0x7F, 0xFF)).astype(np.uint8)
     u = ~np.arange(256) & 0xFF
     m = ((((u & 0xF) << 3) + 0x84) << ((u >> 4) & 7)) - 0x84
     dec = np.where(u & 0x80, -m, m).astype(np.int16)

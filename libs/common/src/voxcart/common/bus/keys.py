@@ -129,7 +129,16 @@ def dlq(svc: str) -> str:
 
 def per_call_keys(sid: str) -> list[str]:
     """Every per-call key, for expiry at call end."""
-    keys = [audio_in(sid), events(sid), tts(sid), audio_out(sid), control(sid), turns(sid), meta(sid), gen(sid)]
+    keys = [
+        audio_in(sid),
+        events(sid),
+        tts(sid),
+        audio_out(sid),
+        control(sid),
+        turns(sid),
+        meta(sid),
+        gen(sid),
+    ]
     keys += [started(sid), state(sid)]
     keys += [checkpoint(svc, sid) for svc in ("stt", "brain", "tts")]
     return keys

@@ -1,0 +1,128 @@
+"""Typed settings, read once from the environment (and a ``.env`` file) at start.
+
+Every setting has a default that works on one machine with no keys. A wrong value stops the service with a
+message naming the variable (``SettingsError: MAX_CALLS='0': Expected `int` >= 1``). Nothing
+else in voxcart reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+__all__ = ["Settings", "SettingsError", "load_settings", "read_env_file"]
+
+
+class SettingsError(ValueError):
+    """A setting is missing or has a value of the wrong shape; the message names the variable."""
+
+
+def _default_replica() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+PosInt = Annotated[int, msgspec.Meta(ge=1)]
+Ms = Annotated[int, msgspec.Meta(ge=1, le=3_600_000)]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
+    """All of voxcart's settings; environment variable = attribute name in upper case."""
+
+    env: Literal["development", "production"] = "development"
+    """``production`` refuses to start without ``TWILIO_AUTH_TOKEN`` and requires signed webhooks."""
+    redis_url: str = ""
+    """Redis to use. Empty: ``voxcart up`` finds or starts one; services default to redis://localhost:6379/0."""
+    host: str = "0.0.0.0"
+    """Interface the HTTP servers bind (use ``::`` on Railway)."""
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+    """The gateway's port (workers serve /healthz and /metrics on ``METRICS_PORT``)."""
+    metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    """Port for a worker's /healthz and /metrics; 0 picks a free one."""
+    public_url: str = ""
+    """The https base URL Twilio reaches (signatures are checked against it). Empty: derived from the request."""
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    """Webhook and media-socket signatures are checked with it; empty (development only) skips the check."""
+    twilio_api_base: str = "https://api.twilio.com"
+    stt_provider: Literal["pocketsphinx", "deepgram"] = "pocketsphinx"
+    tts_provider: Literal["espeak", "piper", "elevenlabs"] = "espeak"
+    brain_mode: Literal["rules", "llm"] = "rules"
+    store_seed: str = ""
+    """Path of the store seed (store.md format). Empty: the demo store shipped with voxcart."""
+    store_url: str = ""
+    api_token: str = ""
+    """When set, ``/calls`` requires ``Authorization: Bearer <API_TOKEN>``."""
+    deepgram_api_key: str = ""
+    elevenlabs_api_key: str = ""
+    llm_base_url: str = ""
+    llm_api_key: str = ""
+    llm_model: str = ""
+    replica_id: str = msgspec.field(default_factory=_default_replica)
+    """This process's name in leases and consumer groups."""
+    max_calls: PosInt = 50
+    """Calls one worker replica owns at most; it claims new calls only below this."""
+    lease_ttl_ms: Annotated[int, msgspec.Meta(ge=300, le=60_000)] = 3000
+    """Lease lifetime; renewed every third of it."""
+    sweep_interval_ms: Ms = 500
+    """How often a worker looks for calls whose owner died."""
+    xread_block_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
+    stt_end_silence_ms: Annotated[int, msgspec.Meta(ge=100, le=5000)] = 600
+    """Silence after speech that ends the caller's turn."""
+    tts_voice: str = "en-us+f3"
+    tts_rate: Annotated[int, msgspec.Meta(ge=80, le=450)] = 175
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @property
+    def redis_dsn(self) -> str:
+        return self.redis_url or "redis://localhost:6379/0"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a ``.env`` file: ``KEY=value`` lines, ``#`` comments, optional quotes."""
+    values: dict[str, str] = {}
+    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :]
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise SettingsError(f"{path}:{lineno}: expected KEY=value, got {raw!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+_FIELDS = {f.encode_name: f for f in msgspec.structs.fields(Settings)}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
+    """Build :class:`Settings` from ``environ`` (default ``os.environ``) over an optional ``.env`` file.
+
+    Raises:
+        SettingsError: a value does not parse or is out of range; the message names the variable.
+    """
+    merged: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        merged.update(read_env_file(env_file))
+    merged.update(os.environ if environ is None else environ)
+    raw = {name: merged[name] for name in _FIELDS if name in merged and merged[name] != ""}
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        name = message.rsplit("$.", 1)[-1].rstrip("`") if "$." in message else "settings"
+        got = raw.get(name, "")
+        raise SettingsError(f"{name}={got!r}: {message.split(' - at ')[0]}") from None
+    if settings.env == "production" and not settings.twilio_auth_token:
+        raise SettingsError("TWILIO_AUTH_TOKEN: required when ENV=production (webhook signatures)")
+    return settings
