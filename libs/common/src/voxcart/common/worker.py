@@ -132,7 +132,8 @@ class Worker:
         if reason == "ended":
             # Finish what was read before the call ended (bounded), then close.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(call.queue.join(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await call.queue.join()
         if call.task is not None:
             call.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

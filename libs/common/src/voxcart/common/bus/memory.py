@@ -42,7 +42,7 @@ class MemoryBus:
         self.groups: dict[tuple[str, str], _Group] = {}
         self.values: dict[str, object] = {}
         self.expiry: dict[str, float] = {}
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()
         self.closed = False
 
     # -- helpers ---------------------------------------------------------------------------------------
@@ -84,8 +84,17 @@ class MemoryBus:
         return _fmt(eid)
 
     async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def _wait_change(self, timeout: float) -> bool:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races its timeout.
+        try:
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def ping(self) -> bool:
         return not self.closed
@@ -120,11 +129,8 @@ class MemoryBus:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            async with self._changed:
-                try:
-                    await asyncio.wait_for(self._changed.wait(), remaining)
-                except TimeoutError:
-                    return []
+            if not await self._wait_change(remaining):
+                return []
 
     async def range(self, stream: str, start: str = "-", end: str = "+", count: int | None = None) -> list[Entry]:
         if not self._alive(stream):
@@ -158,11 +164,8 @@ class MemoryBus:
             remaining = deadline - time.monotonic()
             if block_ms <= 0 or remaining <= 0:
                 return []
-            async with self._changed:
-                try:
-                    await asyncio.wait_for(self._changed.wait(), remaining)
-                except TimeoutError:
-                    return []
+            if not await self._wait_change(remaining):
+                return []
 
     async def ack(self, stream: str, group: str, ids: Sequence[str]) -> None:
         grp = self.groups.get((stream, group))

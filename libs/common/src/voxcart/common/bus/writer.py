@@ -68,7 +68,8 @@ class Writer:
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until everything queued so far has been sent (or ``timeout``)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
 
     async def close(self) -> None:
         await self.flush()

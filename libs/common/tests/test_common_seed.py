@@ -1,0 +1,182 @@
+"""The store seed format: what is accepted, and how a broken file is refused (source + JSON path)."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from voxcart.common.seed import ORDER_STATUSES, Seed, SeedError, load_seed, parse_seed
+
+
+def _valid() -> dict[str, Any]:
+    return {
+        "store": {
+            "name": "Test Shop",
+            "timezone": "Europe/Berlin",
+            "hours": "daily, 8 to 8",
+            "handoff_number": "+4930123456",
+        },
+        "policies": {
+            "return_window_days": 14,
+            "non_returnable_categories": ["socks"],
+            "shipping": [{"method": "post", "days": "2 days", "price": 4}],
+            "faq": [{"question": "Is it nice?", "answer": "Very."}],
+        },
+        "products": [
+            {
+                "id": "A",
+                "name": "Alpha Cap",
+                "aliases": ["cap"],
+                "category": "hats",
+                "price": 10,
+                "variants": [
+                    {"sku": "A-1", "color": "red", "size": "M", "stock": 2},
+                    {"sku": "A-2", "color": "red", "size": "L", "stock": 0, "restock_date": "2030-01-02"},
+                ],
+            },
+            {"id": "B", "name": "Beta Socks", "category": "socks", "price": 5.5, "variants": [{"sku": "B-1"}]},
+        ],
+        "customers": [
+            {"id": "u1", "name": "Ann Example", "phone": "+4930999999", "email": "ann@example.com", "zip": "10115"},
+            {"id": "u2", "name": "Bob Example"},
+        ],
+        "orders": [
+            {
+                "number": "777",
+                "customer": "u1",
+                "placed": "2030-01-01",
+                "status": "delivered",
+                "items": [{"sku": "A-1", "qty": 1, "price": 10}, {"sku": "B-1", "qty": 3, "price": 5.5}],
+                "carrier": "DHL",
+                "tracking": "JJD000",
+                "eta": "2030-01-04",
+                "delivered": "2030-01-03",
+            },
+            {"number": "0778", "customer": "u2", "placed": "2030-01-05", "status": "processing",
+             "items": [{"sku": "A-2", "price": 10}]},
+        ],  # fmt: skip
+        "returns": [
+            {"id": "R9", "order": "777", "sku": "B-1", "status": "received", "refund_amount": 16.5, "updated": "2030-01-09"}
+        ],
+    }
+
+
+def _parse(doc: dict[str, Any]) -> Seed:
+    return parse_seed(json.dumps(doc).encode(), source="store.json")
+
+
+def test_valid_seed_is_typed() -> None:
+    seed = _parse(_valid())
+    assert seed.store.name == "Test Shop"
+    assert seed.policies.shipping[0].price == 4.0
+    assert seed.products[0].variants[1].restock_date == dt.date(2030, 1, 2)
+    assert seed.products[1].variants[0].color is None and seed.products[1].variants[0].stock == 0
+    order = seed.orders[0]
+    assert order.delivered == dt.date(2030, 1, 3) and order.items[1].qty == 3
+    assert seed.orders[1].number == "0778" and seed.orders[1].items[0].qty == 1
+    assert seed.returns[0].refund_amount == 16.5
+    assert seed.customers[1].phone is None
+
+
+def test_unknown_fields_are_ignored() -> None:
+    doc = _valid()
+    doc["version"] = 3
+    doc["store"]["logo"] = "owl.png"
+    doc["orders"][0]["gift_message"] = {"to": "x"}
+    doc["products"][0]["variants"][0]["weight_g"] = 120
+    assert _parse(doc) == _parse(_valid())
+
+
+def test_str_input_and_default_source() -> None:
+    assert parse_seed(json.dumps(_valid())).store.timezone == "Europe/Berlin"
+    with pytest.raises(SeedError, match=r"^<seed>: "):
+        parse_seed("{}")
+
+
+Mutation = Callable[[dict[str, Any]], None]
+
+_BROKEN: list[tuple[str, Mutation, str]] = [
+    ("bad order status", lambda d: d["orders"][1].update(status="lost"),
+     r"store\.json: \$\.orders\[1\]\.status: expected one of processing, shipped, delivered, cancelled, returned"),
+    ("bad return status", lambda d: d["returns"][0].update(status="gone"), r"\$\.returns\[0\]\.status: expected one of"),
+    ("bad date", lambda d: d["orders"][0].update(eta="26/11/2030"), r"\$\.orders\[0\]\.eta: expected an ISO date"),
+    ("impossible date", lambda d: d["orders"][0].update(placed="2030-02-30"), r"\$\.orders\[0\]\.placed: .*ISO date"),
+    ("missing field", lambda d: d["store"].pop("name"), r"\$\.store: missing required field 'name'"),
+    ("wrong type", lambda d: d["policies"].update(return_window_days="30"), r"\$\.policies\.return_window_days: expected `int`"),
+    ("negative stock", lambda d: d["products"][0]["variants"][0].update(stock=-1), r"variants\[0\]\.stock: expected `int` >= 0"),
+    ("zero qty", lambda d: d["orders"][0]["items"][0].update(qty=0), r"\$\.orders\[0\]\.items\[0\]\.qty"),
+    ("no items", lambda d: d["orders"][0].update(items=[]), r"\$\.orders\[0\]\.items"),
+    ("unknown customer", lambda d: d["orders"][1].update(customer="u9"), r"\$\.orders\[1\]\.customer: unknown customer 'u9'"),
+    ("unknown sku", lambda d: d["orders"][0]["items"][1].update(sku="Z-9"), r"\$\.orders\[0\]\.items\[1\]\.sku: unknown sku 'Z-9'"),
+    ("duplicate sku", lambda d: d["products"][1]["variants"][0].update(sku="A-1"),
+     r"\$\.products\[1\]\.variants\[0\]\.sku: duplicate sku 'A-1' \(first at \$\.products\[0\]\.variants\[0\]\.sku\)"),
+    ("duplicate product", lambda d: d["products"][1].update(id="A"), r"\$\.products\[1\]\.id: duplicate product id"),
+    ("duplicate order", lambda d: d["orders"][1].update(number="777"), r"\$\.orders\[1\]\.number: duplicate order number"),
+    ("non-digit order number", lambda d: d["orders"][1].update(number="A-778"), r"\$\.orders\[1\]\.number: .*digits"),
+    ("return of unknown order", lambda d: d["returns"][0].update(order="999"), r"\$\.returns\[0\]\.order: unknown order '999'"),
+    ("return sku not in order", lambda d: d["returns"][0].update(sku="A-2"), r"\$\.returns\[0\]\.sku: sku 'A-2' is not an item"),
+    ("bad timezone", lambda d: d["store"].update(timezone="Mars/Olympus"), r"\$\.store\.timezone: unknown time zone"),
+    ("bad phone", lambda d: d["customers"][0].update(phone="555-0123"), r"\$\.customers\[0\]\.phone: expected an E\.164"),
+    ("bad handoff", lambda d: d["store"].update(handoff_number="0"), r"\$\.store\.handoff_number"),
+    ("bad email", lambda d: d["customers"][0].update(email="ann"), r"\$\.customers\[0\]\.email"),
+    ("delivered without date", lambda d: d["orders"][0].update(delivered=None), r"\$\.orders\[0\]\.delivered: a delivered order"),
+    ("eta before placed", lambda d: d["orders"][0].update(eta="2029-12-31"), r"\$\.orders\[0\]\.eta: 2029-12-31 is before"),
+    ("not an object", lambda d: d.update(orders={"a": 1}), r"\$\.orders: expected `array`, got `object`"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("mutate", "message"), [(m, msg) for _, m, msg in _BROKEN], ids=[n for n, _, _ in _BROKEN])
+def test_broken_seed_names_file_and_path(mutate: Mutation, message: str) -> None:
+    doc = copy.deepcopy(_valid())
+    mutate(doc)
+    with pytest.raises(SeedError, match=message) as info:
+        _parse(doc)
+    assert str(info.value).startswith("store.json: ")
+
+
+def test_several_problems_are_counted() -> None:
+    doc = _valid()
+    doc["orders"][0]["customer"] = "nobody"
+    doc["orders"][1]["customer"] = "nobody"
+    with pytest.raises(SeedError, match=r"orders\[0\]\.customer: .*\(and 1 more problem\(s\)\)"):
+        _parse(doc)
+
+
+def test_invalid_json_reports_line_and_column() -> None:
+    with pytest.raises(SeedError, match=r"^shop\.json: not valid JSON: .* at line 3, column 5"):
+        parse_seed(b'{\n  "store": {\n    ,\n  }\n}', source="shop.json")
+
+
+def test_top_level_must_be_an_object() -> None:
+    with pytest.raises(SeedError, match=r"^s\.json: \$: expected `object`, got `array`"):
+        parse_seed(b"[]", source="s.json")
+
+
+def test_load_seed_from_file(tmp_path: Path) -> None:
+    path = tmp_path / "store.json"
+    path.write_text(json.dumps(_valid()))
+    assert load_seed(path) == _parse(_valid())
+    doc = _valid()
+    doc["orders"][0]["status"] = "teleported"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SeedError, match=rf"^{path}: \$\.orders\[0\]\.status"):
+        load_seed(path)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(SeedError, match=r"^/nonexistent/store\.json: cannot read the seed file"):
+        load_seed("/nonexistent/store.json")
+
+
+def test_every_documented_status_is_accepted() -> None:
+    for status in ORDER_STATUSES:
+        doc = _valid()
+        doc["orders"][1]["status"] = status
+        doc["orders"][1]["delivered"] = "2030-01-07"
+        assert _parse(doc).orders[1].status == status
