@@ -36,7 +36,9 @@ async def test_publish_then_read_in_order(bus: Bus) -> None:
 async def test_explicit_ids_reject_replays(bus: Bus) -> None:
     first = await bus.publish([Output("a", b"1", id="1-1"), Output("a", b"2", id="1-2")])
     assert first == ["1-1", "1-2"]
-    again = await bus.publish([Output("a", b"2 again", id="1-2"), Output("a", b"old", id="1-1"), Output("a", b"3", id="1-3")])
+    again = await bus.publish(
+        [Output("a", b"2 again", id="1-2"), Output("a", b"old", id="1-1"), Output("a", b"3", id="1-3")]
+    )
     assert again == [None, None, "1-3"]
     assert [e.data for e in await bus.range("a")] == [b"1", b"2", b"3"]
     assert await bus.last_id("a") == "1-3"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +57,23 @@ def _valid() -> dict[str, Any]:
                 "eta": "2030-01-04",
                 "delivered": "2030-01-03",
             },
-            {"number": "0778", "customer": "u2", "placed": "2030-01-05", "status": "processing",
-             "items": [{"sku": "A-2", "price": 10}]},
+            {
+                "number": "0778",
+                "customer": "u2",
+                "placed": "2030-01-05",
+                "status": "processing",
+                "items": [{"sku": "A-2", "price": 10}],
+            },
         ],  # fmt: skip
         "returns": [
-            {"id": "R9", "order": "777", "sku": "B-1", "status": "received", "refund_amount": 16.5, "updated": "2030-01-09"}
+            {
+                "id": "R9",
+                "order": "777",
+                "sku": "B-1",
+                "status": "received",
+                "refund_amount": 16.5,
+                "updated": "2030-01-09",
+            }
         ],
     }
 
@@ -99,42 +110,57 @@ def test_str_input_and_default_source() -> None:
         parse_seed("{}")
 
 
-Mutation = Callable[[dict[str, Any]], None]
+_DELETE = object()
 
-_BROKEN: list[tuple[str, Mutation, str]] = [
-    ("bad order status", lambda d: d["orders"][1].update(status="lost"),
-     r"store\.json: \$\.orders\[1\]\.status: expected one of processing, shipped, delivered, cancelled, returned"),
-    ("bad return status", lambda d: d["returns"][0].update(status="gone"), r"\$\.returns\[0\]\.status: expected one of"),
-    ("bad date", lambda d: d["orders"][0].update(eta="26/11/2030"), r"\$\.orders\[0\]\.eta: expected an ISO date"),
-    ("impossible date", lambda d: d["orders"][0].update(placed="2030-02-30"), r"\$\.orders\[0\]\.placed: .*ISO date"),
-    ("missing field", lambda d: d["store"].pop("name"), r"\$\.store: missing required field 'name'"),
-    ("wrong type", lambda d: d["policies"].update(return_window_days="30"), r"\$\.policies\.return_window_days: expected `int`"),
-    ("negative stock", lambda d: d["products"][0]["variants"][0].update(stock=-1), r"variants\[0\]\.stock: expected `int` >= 0"),
-    ("zero qty", lambda d: d["orders"][0]["items"][0].update(qty=0), r"\$\.orders\[0\]\.items\[0\]\.qty"),
-    ("no items", lambda d: d["orders"][0].update(items=[]), r"\$\.orders\[0\]\.items"),
-    ("unknown customer", lambda d: d["orders"][1].update(customer="u9"), r"\$\.orders\[1\]\.customer: unknown customer 'u9'"),
-    ("unknown sku", lambda d: d["orders"][0]["items"][1].update(sku="Z-9"), r"\$\.orders\[0\]\.items\[1\]\.sku: unknown sku 'Z-9'"),
-    ("duplicate sku", lambda d: d["products"][1]["variants"][0].update(sku="A-1"),
-     r"\$\.products\[1\]\.variants\[0\]\.sku: duplicate sku 'A-1' \(first at \$\.products\[0\]\.variants\[0\]\.sku\)"),
-    ("duplicate product", lambda d: d["products"][1].update(id="A"), r"\$\.products\[1\]\.id: duplicate product id"),
-    ("duplicate order", lambda d: d["orders"][1].update(number="777"), r"\$\.orders\[1\]\.number: duplicate order number"),
-    ("non-digit order number", lambda d: d["orders"][1].update(number="A-778"), r"\$\.orders\[1\]\.number: .*digits"),
-    ("return of unknown order", lambda d: d["returns"][0].update(order="999"), r"\$\.returns\[0\]\.order: unknown order '999'"),
-    ("return sku not in order", lambda d: d["returns"][0].update(sku="A-2"), r"\$\.returns\[0\]\.sku: sku 'A-2' is not an item"),
-    ("bad timezone", lambda d: d["store"].update(timezone="Mars/Olympus"), r"\$\.store\.timezone: unknown time zone"),
-    ("bad phone", lambda d: d["customers"][0].update(phone="555-0123"), r"\$\.customers\[0\]\.phone: expected an E\.164"),
-    ("bad handoff", lambda d: d["store"].update(handoff_number="0"), r"\$\.store\.handoff_number"),
-    ("bad email", lambda d: d["customers"][0].update(email="ann"), r"\$\.customers\[0\]\.email"),
-    ("delivered without date", lambda d: d["orders"][0].update(delivered=None), r"\$\.orders\[0\]\.delivered: a delivered order"),
-    ("eta before placed", lambda d: d["orders"][0].update(eta="2029-12-31"), r"\$\.orders\[0\]\.eta: 2029-12-31 is before"),
-    ("not an object", lambda d: d.update(orders={"a": 1}), r"\$\.orders: expected `array`, got `object`"),
-]  # fmt: skip
+_BROKEN: list[tuple[str, tuple[str | int, ...], object, str]] = [
+    (
+        "bad order status",
+        ("orders", 1, "status"),
+        "lost",
+        r"store\.json: \$\.orders\[1\]\.status: expected one of processing, shipped, delivered, cancelled, returned",
+    ),
+    ("bad return status", ("returns", 0, "status"), "gone", r"\$\.returns\[0\]\.status: expected one of"),
+    ("bad date", ("orders", 0, "eta"), "26/11/2030", r"\$\.orders\[0\]\.eta: expected an ISO date"),
+    ("impossible date", ("orders", 0, "placed"), "2030-02-30", r"\$\.orders\[0\]\.placed: .*ISO date"),
+    ("missing field", ("store", "name"), _DELETE, r"\$\.store: missing required field 'name'"),
+    ("wrong type", ("policies", "return_window_days"), "30", r"return_window_days: expected `int`"),
+    ("negative stock", ("products", 0, "variants", 0, "stock"), -1, r"variants\[0\]\.stock: expected `int` >= 0"),
+    ("zero qty", ("orders", 0, "items", 0, "qty"), 0, r"\$\.orders\[0\]\.items\[0\]\.qty"),
+    ("no items", ("orders", 0, "items"), [], r"\$\.orders\[0\]\.items"),
+    ("unknown customer", ("orders", 1, "customer"), "u9", r"\$\.orders\[1\]\.customer: unknown customer 'u9'"),
+    ("unknown sku", ("orders", 0, "items", 1, "sku"), "Z-9", r"\$\.orders\[0\]\.items\[1\]\.sku: unknown sku 'Z-9'"),
+    (
+        "duplicate sku",
+        ("products", 1, "variants", 0, "sku"),
+        "A-1",
+        r"\$\.products\[1\]\.variants\[0\]\.sku: duplicate sku 'A-1' "
+        r"\(first at \$\.products\[0\]\.variants\[0\]\.sku\)",
+    ),
+    ("duplicate product", ("products", 1, "id"), "A", r"\$\.products\[1\]\.id: duplicate product id"),
+    ("duplicate order", ("orders", 1, "number"), "777", r"\$\.orders\[1\]\.number: duplicate order number"),
+    ("non-digit order number", ("orders", 1, "number"), "A-778", r"\$\.orders\[1\]\.number: .*digits"),
+    ("return of unknown order", ("returns", 0, "order"), "999", r"\$\.returns\[0\]\.order: unknown order '999'"),
+    ("return sku not in order", ("returns", 0, "sku"), "A-2", r"\$\.returns\[0\]\.sku: sku 'A-2' is not an item"),
+    ("bad timezone", ("store", "timezone"), "Mars/Olympus", r"\$\.store\.timezone: unknown time zone"),
+    ("bad phone", ("customers", 0, "phone"), "555-0123", r"\$\.customers\[0\]\.phone: expected an E\.164"),
+    ("bad handoff", ("store", "handoff_number"), "0", r"\$\.store\.handoff_number"),
+    ("bad email", ("customers", 0, "email"), "ann", r"\$\.customers\[0\]\.email"),
+    ("delivered without date", ("orders", 0, "delivered"), None, r"\$\.orders\[0\]\.delivered: a delivered order"),
+    ("eta before placed", ("orders", 0, "eta"), "2029-12-31", r"\$\.orders\[0\]\.eta: 2029-12-31 is before"),
+    ("not an object", ("orders",), {"a": 1}, r"\$\.orders: expected `array`, got `object`"),
+]
 
 
-@pytest.mark.parametrize(("mutate", "message"), [(m, msg) for _, m, msg in _BROKEN], ids=[n for n, _, _ in _BROKEN])
-def test_broken_seed_names_file_and_path(mutate: Mutation, message: str) -> None:
+@pytest.mark.parametrize(("path", "value", "message"), [c[1:] for c in _BROKEN], ids=[c[0] for c in _BROKEN])
+def test_broken_seed_names_file_and_path(path: tuple[str | int, ...], value: object, message: str) -> None:
     doc = copy.deepcopy(_valid())
-    mutate(doc)
+    parent: Any = doc
+    for key in path[:-1]:
+        parent = parent[key]
+    if value is _DELETE:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
     with pytest.raises(SeedError, match=message) as info:
         _parse(doc)
     assert str(info.value).startswith("store.json: ")

@@ -1,7 +1,126 @@
-"""The ``voxcart`` command."""
+"""The ``voxcart`` command: ``up``, ``serve``, ``call``, ``demo``."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import sys
+import time
+
+from voxcart.common.logs import setup_logging
+from voxcart.common.settings import Settings, SettingsError, load_settings
+
+__all__ = ["main"]
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise SystemExit(f"voxcart: bad setting: {exc}") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings()
+    setup_logging(settings.log_level, settings.log_format, args.service)
+    if args.service == "gateway":
+        from voxcart.gateway.app import serve
+
+        serve(settings)
+        return 0
+    if args.service == "stt":
+        from voxcart.stt.app import run
+    elif args.service == "brain":
+        from voxcart.brain.app import run
+    else:
+        from voxcart.tts.app import run
+    asyncio.run(run(settings))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .stack import Stack, StackError
+
+    settings = _settings()
+    stack = Stack(redis_url=settings.redis_url, port=args.port or settings.port)
+    try:
+        stack.start()
+    except StackError as exc:
+        stack.stop()
+        print(f"voxcart up: {exc}", file=sys.stderr)
+        return 1
+    print(f"voxcart is up: gateway {stack.gateway_url} (Twilio webhook: POST /twilio/voice), redis {stack.redis_url}")
+    print('place a simulated call from another terminal:  voxcart call "where is my order"   (Ctrl-C stops)')
+    try:
+        while all(p.poll() is None for procs in stack.processes.values() for p in procs):
+            time.sleep(0.5)
+        print("voxcart up: a service exited; stopping", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from .calling import place_call
+
+    settings = _settings()
+    return asyncio.run(place_call(settings, args.url, args.lines, args.from_number, args.wav))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .calling import DEMO_LINES, place_call
+    from .stack import Stack, StackError
+
+    settings = _settings()
+    stack = Stack(redis_url=settings.redis_url, port=0, log_path=args.log)
+    print("starting the stack (redis, gateway, stt, brain, tts)...", flush=True)
+    try:
+        stack.start()
+        print(f"stack up; service logs in {args.log}\n", flush=True)
+        lines = args.lines or DEMO_LINES
+        return asyncio.run(place_call(settings, stack.gateway_url, lines, args.from_number, args.wav))
+    except StackError as exc:
+        print(f"voxcart demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voxcart", description="An open-source voice agent for shops.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole local stack in this terminal")
+    up.add_argument("--port", type=int, default=0, help="gateway port (default: PORT or 8080)")
+    up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser("serve", help="run one service (what a container runs)")
+    serve.add_argument("service", choices=["gateway", "stt", "brain", "tts"])
+    serve.set_defaults(func=cmd_serve)
+
+    for name, func, help_text in (
+        ("call", cmd_call, "place a simulated phone call through the Twilio protocol"),
+        ("demo", cmd_demo, "start the stack, place a simulated call, stop"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("lines", nargs="*", help="what the caller says, one argument per turn; '#10023' keys digits")
+        p.add_argument("--from", dest="from_number", default="+15555550123", help="the caller's number")
+        p.add_argument("--wav", default=None, help="save both sides of the call to this WAV file")
+        if name == "call":
+            p.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's base URL")
+        else:
+            p.add_argument("--log", default="voxcart-demo.log", help="where the services' logs go")
+        p.set_defaults(func=func)
+    return parser
+
 
 def main(argv: list[str] | None = None) -> int:
-    return 0
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -54,6 +54,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     brain_mode: Literal["rules", "llm"] = "rules"
     store_seed: str = ""
     """Path of the store seed (store.md format). Empty: the demo store shipped with voxcart."""
+    store_today: str = ""
+    """Pin the store's "today" to this ISO date (demos and tests); empty: the real date in the store's timezone."""
     store_url: str = ""
     api_token: str = ""
     """When set, ``/calls`` requires ``Authorization: Bearer <API_TOKEN>``."""

@@ -69,6 +69,11 @@ class CallHandler(Protocol):
         """The call stops being ours: ``ended``, ``drain``, ``lost`` (do not commit) or ``error``."""
         ...
 
+    def peek(self, event: ev.Event) -> None:
+        """Called by the reader as soon as an entry arrives, before it is queued (e.g. to act on a ``cancel``
+        while earlier entries are still being handled). Must not block."""
+        ...
+
 
 HandlerFactory = Callable[[CallContext], Awaitable[CallHandler]]
 InputStreams = Callable[[str], list[str]]
@@ -92,10 +97,20 @@ class Worker:
         settings: the service settings (replica id, capacity, lease and read tunables, metrics port).
         inputs: the input streams of a call, given its sid.
         factory: builds the handler of a newly owned call.
+        peeks: call :meth:`CallHandler.peek` on every entry as it is read.
     """
 
-    def __init__(self, bus: Bus, svc: str, settings: Settings, inputs: InputStreams, factory: HandlerFactory) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        svc: str,
+        settings: Settings,
+        inputs: InputStreams,
+        factory: HandlerFactory,
+        peeks: bool = False,
+    ) -> None:
         self.bus = bus
+        self._peeks = peeks
         self.svc = svc
         self.settings = settings
         self._inputs = inputs
@@ -193,8 +208,22 @@ class Worker:
                 if call is None or entry.stream not in call.positions:
                     continue
                 call.positions[entry.stream] = entry.id
+                if self._peeks:
+                    try:
+                        call.handler.peek(ev.decode(entry.data))
+                    except ev.EventDecodeError:
+                        pass  # dead-lettered when handled
                 call.queue.put_nowait(entry)
                 self._backlog.inc()
+
+    async def _heartbeat(self) -> None:
+        """Tell the gateway this replica is alive (readiness, and capacity for overload decisions)."""
+        while True:
+            try:
+                await self.bus.zadd(keys.workers(self.svc), {self.settings.replica_id: ev.now_ms()})
+            except BusError as exc:
+                log.warning("heartbeat failed: %s", exc)
+            await asyncio.sleep(1.0)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -208,6 +237,7 @@ class Worker:
         await self.health.start()
         await self.ownership.start()
         reader = asyncio.create_task(self._read_loop(), name=f"{self.svc}-read")
+        beat = asyncio.create_task(self._heartbeat(), name=f"{self.svc}-heartbeat")
         log.info(
             "%s worker %s running",
             self.svc,
@@ -219,9 +249,12 @@ class Worker:
         finally:
             log.info("draining %d calls", len(self.calls))
             await self.ownership.drain()
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            for task in (reader, beat):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            with contextlib.suppress(BusError):
+                await self.bus.zrem(keys.workers(self.svc), [self.settings.replica_id])
             await self.ownership.stop()
             await self.health.close()
 

@@ -12,6 +12,7 @@ __all__ = [
     "ACTIVE_CALLS",
     "CALLS_INDEX",
     "CALL_TTL_MS",
+    "LANGUAGE",
     "ENDED_CALL_TTL_MS",
     "LIFECYCLE",
     "Service",
@@ -29,6 +30,7 @@ __all__ = [
     "state",
     "tts",
     "turns",
+    "workers",
 ]
 
 Service = Literal["stt", "brain", "tts"]
@@ -39,6 +41,17 @@ ACTIVE_CALLS = "vc:calls:active"
 """Zset: sid -> the owning gateway's last heartbeat (epoch ms)."""
 CALLS_INDEX = "vc:calls:index"
 """Zset: sid -> call start (epoch ms), for listing call records."""
+
+
+LANGUAGE = "vc:stt:language"
+"""Hash ``samples``/``words`` (JSON lists): what callers of this shop say, published by brain at start so that
+stt can build its domain language model without importing brain."""
+
+
+def workers(svc: str) -> str:
+    """Zset: replica -> last heartbeat (epoch ms) of each live worker of ``svc``."""
+    return f"vc:workers:{svc}"
+
 
 CALL_TTL_MS = 2 * 3600 * 1000
 """Every per-call key lives this long after its creation..."""

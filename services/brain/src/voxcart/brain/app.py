@@ -1,0 +1,62 @@
+"""``voxcart serve brain``: run a brain worker replica."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from zoneinfo import ZoneInfo
+
+from voxcart.common.bus import RedisBus, keys
+from voxcart.common.seed import SeedError
+from voxcart.common.settings import Settings
+from voxcart.common.worker import CallContext, CallHandler, Worker
+
+from .dialog import Dialog, sample_utterances, vocabulary
+from .store import FixedClock, SqliteStore, demo_seed_path, system_clock
+from .worker import BrainHandler
+
+__all__ = ["build_dialog", "run"]
+
+
+def build_dialog(settings: Settings) -> Dialog:
+    """Load the store from ``STORE_SEED`` (default: the demo store) and build the dialog; exits on a bad seed."""
+    if settings.store_url:
+        raise SystemExit("STORE_URL (PostgreSQL) is not supported yet; use STORE_SEED")
+    path = settings.store_seed or str(demo_seed_path())
+    try:
+        store = SqliteStore.from_file(path)
+    except SeedError as exc:
+        raise SystemExit(f"STORE_SEED: {exc}") from None
+    except OSError as exc:
+        raise SystemExit(f"STORE_SEED: cannot read {path}: {exc}") from None
+    if settings.store_today:
+        try:
+            day = dt.date.fromisoformat(settings.store_today)
+        except ValueError:
+            raise SystemExit(f"STORE_TODAY={settings.store_today!r}: expected an ISO date like 2026-11-20") from None
+        noon = dt.datetime.combine(day, dt.time(12), ZoneInfo(store.info.timezone))
+        store = SqliteStore.from_file(path, clock=FixedClock(noon))
+    else:
+        store = SqliteStore.from_file(path, clock=system_clock)
+    return Dialog(store)
+
+
+async def run(settings: Settings) -> None:
+    dialog = build_dialog(settings)
+    bus = RedisBus(settings.redis_dsn)
+    await bus.hset(
+        keys.LANGUAGE,
+        {
+            "samples": json.dumps(sample_utterances(dialog.store)),
+            "words": json.dumps(vocabulary(dialog.store)),
+        },
+    )
+
+    async def factory(ctx: CallContext) -> CallHandler:
+        return await BrainHandler.create(ctx, dialog)
+
+    worker = Worker(bus, "brain", settings, lambda sid: [keys.events(sid)], factory)
+    try:
+        await worker.run()
+    finally:
+        await bus.close()
