@@ -54,16 +54,14 @@ class CallRegistry:
     async def call_started(self, sid: str, from_number: str, to_number: str, account_sid: str) -> bool:
         """Record a new call and publish ``call.started`` once; ``False`` for a repeat of the same call."""
         now = ev.now_ms()
+        # the numbers first: a worker may claim the call the instant call.started is published
+        await self.bus.hset(keys.meta(sid), {"from": from_number, "to": to_number}, ttl_ms=keys.CALL_TTL_MS)
         event = ev.CallStarted(call_sid=sid, from_number=from_number, to_number=to_number, account_sid=account_sid)
         first = await self.bus.start_call_once(keys.started(sid), keys.LIFECYCLE, ev.encode(event), keys.CALL_TTL_MS)
         if not first:
             DEDUPE_HITS.labels("webhook").inc()
             return False
-        await self.bus.hset(
-            keys.meta(sid),
-            {"from": from_number, "to": to_number, "started": now, "status": "ringing"},
-            ttl_ms=keys.CALL_TTL_MS,
-        )
+        await self.bus.hset(keys.meta(sid), {"started": now, "status": "ringing"})
         await self.bus.zadd(keys.CALLS_INDEX, {sid: now})
         await self.bus.zadd(keys.ACTIVE_CALLS, {sid: now})
         return True
