@@ -124,12 +124,20 @@ class RecognizerModel:
 
     Args:
         lm: the domain language model.
-        cmn: the cepstral mean every utterance starts from.
+        cmn: the cepstral mean a call's first utterance starts from.
+        decoder_options: extra PocketSphinx options for every decoder (``{"fwdflat": False}``).
     """
 
-    def __init__(self, lm: DomainLanguageModel, *, cmn: str = TELEPHONE_CMN) -> None:
+    def __init__(
+        self,
+        lm: DomainLanguageModel,
+        *,
+        cmn: str = TELEPHONE_CMN,
+        decoder_options: Mapping[str, str | int | float | bool] | None = None,
+    ) -> None:
         self.lm = lm
         self.cmn = cmn
+        self.decoder_options = dict(decoder_options or {})
         self.hmm = str(Path(pocketsphinx.get_model_path()) / "en-us" / "en-us")
         self._dir = Path(tempfile.mkdtemp(prefix="voxcart-stt-"))
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, ignore_errors=True)
@@ -167,7 +175,12 @@ class RecognizerModel:
     def new_decoder(self) -> Decoder:
         """A fresh PocketSphinx decoder on the domain LM (16 kHz input)."""
         return Decoder(
-            hmm=self.hmm, lm=str(self.lm_path), dict=str(self.dict_path), samprate=16000, loglevel="FATAL"
+            hmm=self.hmm,
+            lm=str(self.lm_path),
+            dict=str(self.dict_path),
+            samprate=16000,
+            loglevel="FATAL",
+            **self.decoder_options,
         )
 
     def close(self) -> None:

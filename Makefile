@@ -1,0 +1,30 @@
+# voxcart: the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+
+.PHONY: demo test bootstrap lint typecheck unit e2e up
+
+demo: bootstrap ## start the whole stack on embedded defaults and place a simulated call
+	uv run voxcart demo
+
+test: bootstrap lint typecheck ## everything CI runs
+	uv run pytest -q
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+lint:
+	uv run ruff check .
+	uv run ruff format --check .
+
+typecheck:
+	uv run mypy
+
+unit: bootstrap
+	uv run pytest -q -m "not e2e"
+
+e2e: bootstrap
+	uv run pytest -q -m e2e
+
+up: bootstrap
+	uv run voxcart up
