@@ -68,7 +68,8 @@ class TtsHandler:
         self._current_turn = say.turn_no
         chunks = iter(self.synth.synthesize(say.text, self._cancel))
         started = ev.now_ms()
-        pending: list[bytes] = []
+        held: bytes | None = None  # the newest chunk waits until we know whether it is the sentence's last
+        batch: list[bytes] = []
         k = 0
         first = True
         while True:
@@ -77,26 +78,30 @@ class TtsHandler:
                 SENTENCES.labels("cancelled").inc()
                 await self.ctx.commit([], {self.stream: entry.id})
                 return
-            if chunk is not None:
-                pending.append(chunk)
+            if chunk is None:
+                items = batch + ([held] if held is not None else [])
+                if not items:  # nothing to say (empty text): still mark the sentence done
+                    items = [b""]
+                outputs = [
+                    self._output(say, k + i, data, started, last=i == len(items) - 1) for i, data in enumerate(items)
+                ]
+                if await self.ctx.commit(outputs, {self.stream: entry.id}) and first:
+                    SYNTH_FIRST_CHUNK.observe(time.perf_counter() - read_at)
+                SENTENCES.labels("ok").inc()
+                return
+            if held is not None:
+                batch.append(held)
+            held = chunk
             # commit the first chunk alone (time to first byte), then in batches
-            if pending and (chunk is None or first or len(pending) >= _CHUNKS_PER_COMMIT):
-                outputs = [self._output(say, k + i, data, started, last=False) for i, data in enumerate(pending)]
-                k += len(pending)
-                if chunk is None:
-                    outputs[-1] = self._output(say, k - 1, pending[-1], started, last=True)
-                ok = await self.ctx.commit(outputs, {self.stream: entry.id} if chunk is None else None)
-                if not ok:
+            if batch and (first or len(batch) >= _CHUNKS_PER_COMMIT):
+                outputs = [self._output(say, k + i, data, started, last=False) for i, data in enumerate(batch)]
+                if not await self.ctx.commit(outputs):
                     return
+                k += len(batch)
+                batch = []
                 if first:
                     SYNTH_FIRST_CHUNK.observe(time.perf_counter() - read_at)
                     first = False
-                pending = []
-            if chunk is None:
-                if k == 0:  # nothing to say (empty text): still mark the sentence done
-                    await self.ctx.commit([self._output(say, 0, b"", started, last=True)], {self.stream: entry.id})
-                SENTENCES.labels("ok").inc()
-                return
 
     def _output(self, say: ev.Say, k: int, data: bytes, started: float, last: bool) -> Output:
         chunk = ev.AudioChunk(
