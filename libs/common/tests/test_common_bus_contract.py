@@ -4,24 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
-from voxcart.common.bus import Bus, MemoryBus, Output, RedisBus
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
-    if request.param == "memory":
-        yield MemoryBus()
-        return
-    real = RedisBus(request.getfixturevalue("redis_url"))
-    await real.redis.flushdb()
-    try:
-        yield real
-    finally:
-        await real.close()
+from voxcart.common.bus import Bus, Output, RedisBus
 
 
 async def test_publish_then_read_in_order(bus: Bus) -> None:

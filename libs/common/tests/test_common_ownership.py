@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
 
 from voxcart.common import events as ev
-from voxcart.common.bus import Bus, MemoryBus, Output, RedisBus, keys
+from voxcart.common.bus import Bus, Output, keys
 from voxcart.common.bus.ownership import Ownership, OwnershipConfig
 
 FAST = OwnershipConfig(max_calls=10, lease_ttl_ms=600, sweep_interval_ms=100, autoclaim_idle_ms=300)
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
-    if request.param == "memory":
-        yield MemoryBus()
-        return
-    real = RedisBus(request.getfixturevalue("redis_url"))
-    await real.redis.flushdb()
-    try:
-        yield real
-    finally:
-        await real.close()
 
 
 class Replica:
