@@ -333,7 +333,7 @@ class CallRecognizer:
         posteriors = [seg.prob for seg in self._decoder.seg() if seg.word.split("(", 1)[0] in self.model.lm.words]
         if not posteriors:
             return 0.0
-        return min(1.0, max(0.0, sum(posteriors) / len(posteriors)))
+        return float(min(1.0, max(0.0, sum(posteriors) / len(posteriors))))
 
     def end_utterance(self) -> list[RecognizerEvent]:
         """Close the utterance in progress now (call end, drain); returns its final or nothing."""
