@@ -7,8 +7,9 @@ brain expects into a small trigram LM (``pocketsphinx.lm.ArpaBoLM``) and a dicti
 Invariants:
 - Text is normalized the same way for the LM corpus and for anything compared with the recognizer's output
   (:func:`normalize_words`): lower case, digits spelled out, punctuation dropped.
-- Every word in the LM has a pronunciation in the dictionary: words with none (not in the wheel's cmudict, not
-  in :data:`EXTRA_PRONUNCIATIONS`, not given by the caller) are dropped from the corpus with one log line.
+- Every word in the LM has a pronunciation in the dictionary: from the caller's ``pronunciations``,
+  :data:`EXTRA_PRONUNCIATIONS`, the wheel's cmudict, or (words of up to 4 letters: ``xl``, ``eta``) spelled out
+  letter by letter. Words with none are dropped from the corpus with one log line.
 - Building is deterministic: the same sentences give byte-identical LM and dictionary text.
 """
 
@@ -43,11 +44,24 @@ _TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eigh
 EXTRA_PRONUNCIATIONS: Mapping[str, tuple[str, ...]] = {
     "hoodie": ("HH UH D IY",),
     "hoodies": ("HH UH D IY Z",),
-    "sweatpants": ("S W EH T P AE N T S",),
-    "joggers": ("JH AA G ER Z",),
+    "beanie": ("B IY N IY",),
+    "beanies": ("B IY N IY Z",),
+    "chinos": ("CH IY N OW Z",),
+    "onesie": ("W AH N Z IY",),
+    "crewneck": ("K R UW N EH K",),
     "voxcart": ("V AA K S K AA R T",),
 }
 """Shop words missing from the wheel's cmudict (ARPAbet, as the en-us acoustic model expects)."""
+
+_LETTERS = dict(
+    zip(
+        "abcdefghijklmnopqrstuvwxyz",
+        "EY|B IY|S IY|D IY|IY|EH F|JH IY|EY CH|AY|JH EY|K EY|EH L|EH M|EH N|OW|P IY|K Y UW|AA R|EH S|T IY|Y UW|V IY|"
+        "D AH B AH L Y UW|EH K S|W AY|Z IY".split("|"),
+        strict=True,
+    )
+)
+"""Letter names, for spelling out short unknown words (``xl``, ``xxl``, ``eta``) as the acronyms they are."""
 
 _TOKEN = re.compile(r"[a-z]+(?:['-][a-z]+)*|\d+")
 
@@ -199,6 +213,10 @@ def build_domain_lm(
     for word, found in _read_cmudict(path, vocab - prons.keys()).items():
         prons[word] = found
 
+    for word in sorted(vocab - prons.keys()):
+        if len(word) <= 4 and word.isalpha() and word.isascii():
+            prons[word] = [" ".join(_LETTERS[c] for c in word)]
+            log.info("no pronunciation for %r: spelled out as letters (%s)", word, prons[word][0])
     skipped = tuple(sorted(vocab - prons.keys()))
     if skipped:
         log.warning("no pronunciation for %d word(s), left out of the language model: %s", len(skipped), skipped)

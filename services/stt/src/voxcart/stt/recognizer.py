@@ -7,11 +7,13 @@ a 16 kHz model; running it at 8 kHz fails, speech.md §1) -> decoder.
 
 Invariants:
 - ``utterance_id = <call_sid>:<entry id of the utterance's first frame, pre-roll included>``.
-- Replay determinism: every utterance is decoded from the same starting state (a fresh resampler, and the
-  cepstral mean reset to the model's telephone prior), so its text depends on its own frames only; the
-  endpointer's idle state depends only on the frames after its base entry (see ``endpointer``). Hence a fresh
-  ``CallRecognizer(start_after=<checkpoint>)`` fed the entries after a checkpoint emits the same utterance ids
-  and final texts as the recognizer that produced the checkpoint.
+- One decoder per call, but every utterance starts from the same decoder state: ``reinit_feat()`` plus the
+  cepstral mean (CMN) carried from the call's previous final (the first starts from :data:`TELEPHONE_CMN`), and
+  a fresh resampler. So an utterance's text depends only on its own frames and that CMN string; checked
+  bit-exact (text, confidence) against a fresh decoder. The CMN is what "warms up" over a call (speech.md §1).
+- The endpointer's idle state depends only on the frames after its base entry (see ``endpointer``).
+- Hence ``CallRecognizer(start_after=checkpoint_entry, cmn=cmn)`` fed the entries after a checkpoint emits the
+  same utterance ids and finals as the recognizer that produced it; without ``cmn`` the ids still match.
 - Noise that the decoder turns into no words yields :class:`Discarded`, never an empty :class:`Final`.
 - Nothing here blocks on I/O or uses asyncio: the worker calls :meth:`CallRecognizer.feed` from a thread.
 """
@@ -24,7 +26,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -89,8 +91,9 @@ class Final:
         endpointed_at: when the end-of-speech silence was complete (clock ms).
         recognized_at: when the decoder produced the text (clock ms).
         last_entry_id: the entry id of the utterance's last frame.
-        checkpoint_entry: replaying the entries after this one into a fresh recognizer reproduces what
-            follows (``"0-0"``: the stream's start).
+        checkpoint_entry: where to checkpoint: a fresh recognizer fed the entries after this one (it is a
+            little before ``last_entry_id``: the next utterance's pre-roll) reproduces what follows.
+        cmn: the cepstral mean to checkpoint with it (``CallRecognizer(cmn=...)``).
     """
 
     utterance_id: str
@@ -102,6 +105,7 @@ class Final:
     recognized_at: float
     last_entry_id: str
     checkpoint_entry: str
+    cmn: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,7 @@ class Discarded:
     utterance_id: str
     last_entry_id: str
     checkpoint_entry: str
+    cmn: str
 
 
 RecognizerEvent = SpeechStart | Partial | Final | Discarded
@@ -173,7 +178,13 @@ class RecognizerModel:
         return model
 
     def new_decoder(self) -> Decoder:
-        """A fresh PocketSphinx decoder on the domain LM (16 kHz input)."""
+        """A fresh PocketSphinx decoder on the domain LM (16 kHz input).
+
+        Raises:
+            RuntimeError: the model was closed.
+        """
+        if not self._cleanup.alive:
+            raise RuntimeError(f"RecognizerModel: closed, its LM files in {self._dir} are gone")
         return Decoder(
             hmm=self.hmm,
             lm=str(self.lm_path),
@@ -188,17 +199,32 @@ class RecognizerModel:
         self._cleanup()
 
 
+@dataclass(slots=True)
+class _Utterance:
+    id: str
+    first_voiced: Frame
+    resampler: Resampler = field(default_factory=lambda: Resampler(8000, 16000))
+    frames: int = 0
+    last_partial: str = ""
+
+
 class CallRecognizer:
-    """One call's recognizer. Feed it the call's frames in order, one entry at a time.
+    """One call's recognizer. Feed it the call's entries in order.
 
     Args:
         model: the worker's shared model.
         call_sid: the call, used in utterance ids.
         end_silence_ms: silence that ends an utterance (overrides ``endpointer.end_silence_ms``).
         endpointer: the other endpointing knobs.
-        start_after: the checkpoint entry the frames are replayed after (``"0-0"``: the stream's start).
-        partial_every_ms: how often a partial hypothesis is computed during speech.
+        start_after: the checkpoint entry the entries are replayed after (``"0-0"``: the stream's start).
+        cmn: the cepstral mean saved with that checkpoint (:attr:`Final.cmn`, :attr:`cmn`); ``None`` starts
+            from the model's telephone prior. Without it a replay still gives the same utterance ids, but the
+            texts of utterances after the first may differ slightly.
+        partial_every_ms: how often the partial hypothesis is checked during speech.
         clock: wall clock in epoch ms, for ``endpointed_at``/``recognized_at``.
+
+    Raises:
+        ValueError: a knob is out of range.
     """
 
     def __init__(
@@ -209,17 +235,17 @@ class CallRecognizer:
         end_silence_ms: int | None = None,
         endpointer: EndpointerConfig | None = None,
         start_after: str = "0-0",
-        partial_every_ms: int = 200,
         cmn: str | None = None,
+        partial_every_ms: int = 200,
         clock: Callable[[], float] = now_ms,
     ) -> None:
         if not call_sid:
             raise ValueError("CallRecognizer: call_sid is empty")
         if partial_every_ms < 20:
-            raise ValueError(f"CallRecognizer: partial_every_ms {partial_every_ms} is under one frame (20)")
+            raise ValueError(f"CallRecognizer: partial_every_ms {partial_every_ms} is under one frame (20 ms)")
         config = endpointer or EndpointerConfig()
         if end_silence_ms is not None:
-            config = EndpointerConfig(**{**config.__dict__, "end_silence_ms": end_silence_ms})
+            config = replace(config, end_silence_ms=end_silence_ms)
         self.model = model
         self.call_sid = call_sid
         self._clock = clock
@@ -227,13 +253,15 @@ class CallRecognizer:
         self._endpointer = VadEndpointer(config, start_after=start_after)
         self._decoder = model.new_decoder()
         self._cmn = cmn or model.cmn
-        self._resampler: Resampler | None = None
-        self._utterance_id: str | None = None
-        self._frames_in_utt = 0
-        self._last_partial = ""
+        self._utt: _Utterance | None = None
+
+    @property
+    def cmn(self) -> str:
+        """The cepstral mean the next utterance starts from; save it with a :meth:`checkpoint`."""
+        return self._cmn
 
     def feed(self, entry_id: str, ulaw: bytes, arrived: float) -> list[RecognizerEvent]:
-        """Process the next entry: one (or more) 20 ms μ-law frames.
+        """Process the next entry: one (or two) 20 ms μ-law frames.
 
         Args:
             entry_id: the bus entry id (``<gen>-<chunk>``), used in utterance ids and checkpoints.
@@ -263,95 +291,80 @@ class CallRecognizer:
         if not step.frames:
             return
         if step.started:
-            first = ep.first_voiced
-            assert first is not None and ep.utterance_start is not None
-            self._start_utterance(ep.utterance_start)
-            assert self._utterance_id is not None
-            events.append(SpeechStart(self._utterance_id, first.arrived))
-        self._decode(step.frames)
+            assert ep.first_voiced is not None
+            self._utt = _Utterance(f"{self.call_sid}:{step.frames[0].entry_id}", ep.first_voiced)
+            self._decoder.reinit_feat()  # the decoder's state is now the same for every utterance
+            self._decoder.set_cmn(self._cmn)
+            self._decoder.start_utt()
+            events.append(SpeechStart(self._utt.id, ep.first_voiced.arrived))
+        utt = self._utt
+        assert utt is not None
+        samples = np.frombuffer(b"".join(f.pcm for f in step.frames), dtype=np.int16)
+        self._decoder.process_raw(utt.resampler.process(samples).tobytes(), False, False)
+        utt.frames += len(step.frames)
         if step.ended:
-            events.append(self._finish_utterance(entry_id, ep.last_voiced, first_voiced=self._first_voiced))
-        elif self._frames_in_utt % self._partial_every == 0:
-            self._partial(events)
+            events.append(self._finish(entry_id))
+        elif utt.frames % self._partial_every == 0:
+            hyp = self._decoder.hyp()
+            text = hyp.hypstr if hyp is not None else ""
+            if text and text != utt.last_partial:
+                utt.last_partial = text
+                events.append(Partial(utt.id, text))
 
-    def _start_utterance(self, first_entry: str) -> None:
-        self._utterance_id = f"{self.call_sid}:{first_entry}"
-        first = self._endpointer.first_voiced
-        assert first is not None
-        self._first_voiced = first
-        self._frames_in_utt = 0
-        self._last_partial = ""
-        self._resampler = Resampler(8000, 16000)
-        self._decoder.reinit_feat()
-        self._decoder.set_cmn(self._cmn)
-        self._decoder.start_utt()
-
-    def _decode(self, frames: list[Frame]) -> None:
-        assert self._resampler is not None
-        pcm = np.frombuffer(b"".join(f.pcm for f in frames), dtype=np.int16)
-        self._decoder.process_raw(self._resampler.process(pcm).tobytes(), False, False)
-        self._frames_in_utt += len(frames)
-
-    def _partial(self, events: list[RecognizerEvent]) -> None:
-        hyp = self._decoder.hyp()
-        text = hyp.hypstr if hyp is not None else ""
-        if text and text != self._last_partial:
-            self._last_partial = text
-            assert self._utterance_id is not None
-            events.append(Partial(self._utterance_id, text))
-
-    def _finish_utterance(self, last_entry: str, last_voiced: Frame | None, first_voiced: Frame) -> RecognizerEvent:
+    def _finish(self, last_entry: str) -> RecognizerEvent:
+        """Close the decoder's utterance; the endpointer has already ended (and rebased)."""
         endpointed_at = self._clock()
-        assert self._resampler is not None and self._utterance_id is not None
-        tail = self._resampler.process(np.zeros(0, dtype=np.int16), last=True)
+        utt, self._utt = self._utt, None
+        assert utt is not None
+        tail = utt.resampler.process(np.zeros(0, dtype=np.int16), last=True)
         if len(tail):
             self._decoder.process_raw(tail.tobytes(), False, False)
         self._decoder.end_utt()
         hyp = self._decoder.hyp()
         text = " ".join(hyp.hypstr.split()) if hyp is not None else ""
-        confidence = self._confidence() if text else 0.0
-        utterance_id, self._utterance_id, self._resampler = self._utterance_id, None, None
         checkpoint = self._endpointer.base_entry
         if not text:
-            return Discarded(utterance_id, last_entry, checkpoint)
+            return Discarded(utt.id, last_entry, checkpoint, self._cmn)
+        confidence = self._confidence()
         self._cmn = self._decoder.get_cmn()
-        last = last_voiced or first_voiced
+        last_voiced = self._endpointer.last_voiced or utt.first_voiced
         return Final(
-            utterance_id=utterance_id,
+            utterance_id=utt.id,
             text=text,
             confidence=confidence,
-            first_voiced_arrived=first_voiced.arrived,
-            last_voiced_arrived=last.arrived,
+            first_voiced_arrived=utt.first_voiced.arrived,
+            last_voiced_arrived=last_voiced.arrived,
             endpointed_at=endpointed_at,
             recognized_at=self._clock(),
             last_entry_id=last_entry,
             checkpoint_entry=checkpoint,
+            cmn=self._cmn,
         )
 
     def _confidence(self) -> float:
-        """Mean posterior probability of the hypothesis' words (fillers and silences left out), 0..1."""
-        posteriors = [seg.prob for seg in self._decoder.seg() if seg.word.split("(", 1)[0] in self.model.lm.words]
+        """Mean posterior probability of the hypothesis' words (silences and fillers left out), 0..1."""
+        words = self.model.lm.words
+        posteriors = [float(seg.prob) for seg in self._decoder.seg() if seg.word.split("(", 1)[0] in words]
         if not posteriors:
             return 0.0
-        return float(min(1.0, max(0.0, sum(posteriors) / len(posteriors))))
+        return min(1.0, max(0.0, sum(posteriors) / len(posteriors)))
 
     def end_utterance(self) -> list[RecognizerEvent]:
-        """Close the utterance in progress now (call end, drain); returns its final or nothing."""
-        ep = self._endpointer
-        if not ep.in_speech or ep.last_entry is None:
+        """Close the utterance in progress now (call end, drain): its final, or nothing if none is open."""
+        if self._utt is None:
             return []
-        last_voiced = ep.last_voiced
-        ep.end()
-        return [self._finish_utterance(ep.last_entry, last_voiced, first_voiced=self._first_voiced)]
+        self._endpointer.end()
+        return [self._finish(self._endpointer.last_entry)]
 
     def utterance_start_entry(self) -> str | None:
         """The first entry of the utterance in progress, ``None`` between utterances."""
         return self._endpointer.utterance_start
 
     def checkpoint(self) -> str | None:
-        """Between utterances: the entry a fresh recognizer must replay after to continue exactly from here.
+        """Between utterances: the entry a fresh recognizer replays after to continue exactly from here.
 
-        Returns ``None`` during an utterance (commit at its final instead). This rebases the endpointer (see
-        :meth:`VadEndpointer.rebase`), so call it only when you commit the returned entry as the checkpoint.
+        Returns ``None`` during an utterance (its final carries the checkpoint instead). Save :attr:`cmn` with
+        it. This rebases the endpointer (:meth:`VadEndpointer.rebase`), so call it only when you commit the
+        result: a replaying owner reproduces only the rebases that were committed.
         """
         return self._endpointer.rebase()

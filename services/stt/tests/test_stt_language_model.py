@@ -1,0 +1,101 @@
+"""The domain LM and dictionary: normalization, pronunciations, determinism, and that PocketSphinx loads them."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+from pocketsphinx import Decoder
+
+from voxcart.stt.language_model import DIGIT_WORDS, build_domain_lm, normalize_words
+from voxcart.stt.recognizer import RecognizerModel
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("Where's my ORDER?", ["where's", "my", "order"]),
+        ("Order #12345, size 10!", ["order", "one", "two", "three", "four", "five", "size", "ten"]),
+        ("size 7 or 19 or 42", ["size", "seven", "or", "nineteen", "or", "forty", "two"]),
+        ("zip 02139", ["zip", "zero", "two", "one", "three", "nine"]),
+        ("a t-shirt & jeans", ["a", "t-shirt", "and", "jeans"]),
+        ("", []),
+    ],
+)
+def test_normalize_words(text: str, words: list[str]) -> None:
+    assert normalize_words(text) == words
+
+
+def test_dictionary_holds_only_the_words_needed() -> None:
+    lm = build_domain_lm(["is the blue hoodie in stock", "size 10 please"], ["sneakers"])
+    assert lm.words == {"is", "the", "blue", "hoodie", "in", "stock", "size", "ten", "please", "sneakers", *DIGIT_WORDS}
+    assert lm.pronunciations["hoodie"] == ("HH UH D IY",)  # not in cmudict
+    assert len(lm.pronunciations["the"]) >= 2  # cmudict variants are kept
+    text = lm.dictionary_text()
+    assert "\nthe(2) " in text and text.startswith("blue ")
+    assert lm.arpa.startswith("Corpus:") and "\\end\\" in lm.arpa and " hoodie " in lm.arpa
+
+
+def test_every_pair_of_digits_is_a_bigram() -> None:
+    lm = build_domain_lm(["my order number is 12345"])
+    bigrams = lm.arpa.split("\\2-grams:")[1].split("\\3-grams:")[0]
+    pairs = {tuple(line.split()[1:3]) for line in bigrams.strip().splitlines()}
+    assert {(a, b) for a in DIGIT_WORDS for b in DIGIT_WORDS} <= pairs
+    plain = build_domain_lm(["my order number is 12345"], digit_strings=False)
+    assert ("three", "one") not in {tuple(line.split()[1:3]) for line in plain.arpa.splitlines()}
+
+
+def test_unknown_words_are_skipped_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, "voxcart.stt.language_model"):
+        lm = build_domain_lm(["the zorbleflex is broken"])
+    assert lm.skipped == ("zorbleflex",)
+    assert "zorbleflex" not in lm.words and "broken" in lm.words
+    assert "no pronunciation for 1 word(s)" in caplog.text and "zorbleflex" in caplog.text
+
+
+def test_short_unknown_words_are_spelled_out() -> None:
+    lm = build_domain_lm(["do you have it in xl", "what is the eta"])
+    assert lm.pronunciations["xl"] == ("EH K S EH L",)
+    assert lm.pronunciations["eta"] == ("IY T IY EY",)
+    assert lm.skipped == ()
+
+
+def test_caller_pronunciations_win() -> None:
+    lm = build_domain_lm(["the zorbleflex is broken"], pronunciations={"Zorbleflex": ["z ao r b ah l f l eh k s"]})
+    assert lm.pronunciations["zorbleflex"] == ("Z AO R B AH L F L EH K S",)
+    assert lm.skipped == ()
+
+
+def test_deterministic() -> None:
+    samples = ["where is my order", "i want to return my shoes", "goodbye"]
+    a, b = build_domain_lm(samples, ["hoodie"]), build_domain_lm(list(samples), ["hoodie"])
+    assert (a.arpa, a.dictionary_text()) == (b.arpa, b.dictionary_text())
+
+
+def test_nothing_usable_is_an_error() -> None:
+    with pytest.raises(ValueError, match="sample_utterances: no sentence"):
+        build_domain_lm(["zorbleflex", "  ", "!!"])
+
+
+def test_model_builds_fast_and_decoders_load_it(tmp_path: Path) -> None:
+    samples = [
+        f"is the {c} {p} in stock in {s}"
+        for c in ("blue", "red", "black")
+        for p in ("hoodie", "jacket")
+        for s in ("small", "medium", "large")
+    ] + [f"my order number is {n}" for n in range(10000, 10500)]
+    started = time.perf_counter()
+    model = RecognizerModel.build(samples, ["sneakers"])
+    assert time.perf_counter() - started < 1.5  # measured ~0.06 s
+    decoder = model.new_decoder()
+    assert isinstance(decoder, Decoder)
+    assert decoder.lookup_word("hoodie") == "HH UH D IY"
+    assert decoder.lookup_word("sneakers") is not None
+    assert decoder.lookup_word("giraffe") is None  # only the domain's words
+    lm_dir = model.lm_path.parent
+    model.close()
+    assert not lm_dir.exists()
+    with pytest.raises(RuntimeError, match="closed"):
+        model.new_decoder()
