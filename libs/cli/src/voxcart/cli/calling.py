@@ -16,7 +16,7 @@ __all__ = ["DEMO_LINES", "DEV_AUTH_TOKEN", "build_items", "place_call", "print_c
 DEV_AUTH_TOKEN = "voxcart-dev-token"
 """The auth token ``voxcart up``/``demo`` give the gateway when none is configured, so signatures are checked."""
 
-DEMO_LINES = ["where is my order", "no thanks", "is the blue hoodie in stock in medium", "thank you goodbye"]
+DEMO_LINES = ["where is my order", "yes", "is the blue hoodie in stock in medium", "thank you goodbye"]
 
 
 def build_items(lines: Sequence[str]) -> list[Line | Dtmf]:
