@@ -203,7 +203,7 @@ class Worker:
                 await asyncio.sleep(0.2)
                 continue
             for entry in entries:
-                sid = _sid_of(entry.stream)
+                sid = keys.sid_of(entry.stream)
                 call = self.calls.get(sid)
                 if call is None or entry.stream not in call.positions:
                     continue
@@ -257,8 +257,3 @@ class Worker:
                 await self.bus.zrem(keys.workers(self.svc), [self.settings.replica_id])
             await self.ownership.stop()
             await self.health.close()
-
-
-def _sid_of(stream: str) -> str:
-    start = stream.index("{") + 1
-    return stream[start : stream.index("}", start)]

@@ -7,12 +7,12 @@ import json
 from zoneinfo import ZoneInfo
 
 from voxcart.common.bus import RedisBus, keys
-from voxcart.common.seed import SeedError
+from voxcart.common.seed import SeedError, load_seed
 from voxcart.common.settings import Settings
 from voxcart.common.worker import CallContext, CallHandler, Worker
 
 from .dialog import Dialog, sample_utterances, vocabulary
-from .store import FixedClock, SqliteStore, demo_seed_path, system_clock
+from .store import Clock, FixedClock, SqliteStore, demo_seed_path, system_clock
 from .worker import BrainHandler
 
 __all__ = ["build_dialog", "run"]
@@ -24,20 +24,19 @@ def build_dialog(settings: Settings) -> Dialog:
         raise SystemExit("STORE_URL (PostgreSQL) is not supported yet; use STORE_SEED")
     path = settings.store_seed or str(demo_seed_path())
     try:
-        store = SqliteStore.from_file(path)
+        seed = load_seed(path)
     except SeedError as exc:
         raise SystemExit(f"STORE_SEED: {exc}") from None
     except OSError as exc:
         raise SystemExit(f"STORE_SEED: cannot read {path}: {exc}") from None
+    clock: Clock = system_clock
     if settings.store_today:
         try:
             day = dt.date.fromisoformat(settings.store_today)
         except ValueError:
             raise SystemExit(f"STORE_TODAY={settings.store_today!r}: expected an ISO date like 2026-11-20") from None
-        noon = dt.datetime.combine(day, dt.time(12), ZoneInfo(store.info.timezone))
-        store = SqliteStore.from_file(path, clock=FixedClock(noon))
-    else:
-        store = SqliteStore.from_file(path, clock=system_clock)
+        clock = FixedClock(dt.datetime.combine(day, dt.time(12), ZoneInfo(seed.store.timezone)))
+    store = SqliteStore(seed, clock=clock)
     return Dialog(store)
 
 

@@ -125,7 +125,7 @@ class CallRegistry:
                 await asyncio.sleep(0.2)
                 continue
             for entry in entries:
-                sid = entry.stream[entry.stream.index("{") + 1 : entry.stream.index("}")]
+                sid = keys.sid_of(entry.stream)
                 session = self.sessions.get(sid)
                 if session is None or entry.stream not in session.positions:
                     continue

@@ -30,6 +30,7 @@ __all__ = [
     "state",
     "tts",
     "turns",
+    "sid_of",
     "workers",
 ]
 
@@ -138,6 +139,12 @@ def dedupe(scope: str, ident: str) -> str:
 
 def dlq(svc: str) -> str:
     return f"vc:dlq:{svc}"
+
+
+def sid_of(key: str) -> str:
+    """The CallSid inside a per-call key's braces."""
+    start = key.index("{") + 1
+    return key[start : key.index("}", start)]
 
 
 def per_call_keys(sid: str) -> list[str]:
