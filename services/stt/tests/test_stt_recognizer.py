@@ -139,7 +139,7 @@ def test_replay_from_checkpoint_reproduces_ids_and_finals(
     for n, (at, final) in enumerate(finals[:-1]):
         # the owner died after committing this final; the next one replays from its checkpoint
         resume = index[final.checkpoint_entry] + 1
-        replayer = CallRecognizer(model, "CArep", start_after=final.checkpoint_entry, cmn=final.cmn)
+        replayer = CallRecognizer(model, "CArep", start_after=final.checkpoint_entry, cmn=final.resume)
         replayed = run(replayer, entries[resume:])
         assert resume <= at
         expected = [e for k, e in events if k > at and not isinstance(e, Partial)]
@@ -189,7 +189,7 @@ def _strip(event: object) -> object:
             event.last_voiced_arrived,
             event.last_entry_id,
             event.checkpoint_entry,
-            event.cmn,
+            event.resume,
         )
     return event
 

@@ -32,6 +32,7 @@ __all__ = [
     "EventDecodeError",
     "Expect",
     "Hangup",
+    "Listen",
     "Mark",
     "Say",
     "SpeechStarted",
@@ -217,6 +218,22 @@ class Transfer(_Base, frozen=True, kw_only=True, tag="transfer"):
     number: str
 
 
+# -- brain -> stt (vc:call:{sid}:listen) ------------------------------------------------------------------
+
+
+class Listen(_Base, frozen=True, kw_only=True, tag="listen"):
+    """What the caller is expected to say after turn ``turn_no``; recognizers narrow their search to it.
+
+    A hint, never a filter: a caller who says something else must still be heard (the recognizer falls back to
+    the open domain search when the narrow one fits badly).
+    """
+
+    turn_no: int
+    expect: Expect = "free"
+    keyterms: list[str] = msgspec.field(default_factory=list)
+    """Words worth boosting now (product names, the caller's order number words), for cloud recognizers."""
+
+
 # -- call record (vc:call:{sid}:turns) ---------------------------------------------------------------------
 
 
@@ -248,6 +265,7 @@ Event = (
     | Clear
     | Hangup
     | Transfer
+    | Listen
     | TurnRecord
 )
 

@@ -37,6 +37,7 @@ from voxcart.common.audio import FRAME_BYTES, Resampler, ulaw_to_pcm16
 from voxcart.common.events import now_ms
 from voxcart.stt.endpointer import EndpointerConfig, Frame, VadEndpointer
 from voxcart.stt.language_model import DomainLanguageModel, build_domain_lm
+from voxcart.stt.results import Discarded, Final, Partial, RecognizerEvent, SpeechStart
 
 __all__ = [
     "TELEPHONE_CMN",
@@ -59,66 +60,6 @@ path, upsampled to 16 kHz; mean of the carried mean over the last two thirds). O
 11.8 % WER against 15.0 % for the acoustic model's wideband default (``40,3,-1,0,...``); carrying the mean from
 utterance to utterance then brings 11.5 %.
 """
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechStart:
-    """The caller started speaking (``speech.started``)."""
-
-    utterance_id: str
-    first_voiced_arrived: float
-    """Arrival time (epoch ms) of the first voiced frame."""
-
-
-@dataclass(frozen=True, slots=True)
-class Partial:
-    """The best guess so far (``transcript.partial``); emitted only when it changes."""
-
-    utterance_id: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Final:
-    """The recognized utterance (``transcript.final``).
-
-    Attributes:
-        utterance_id: ``<call_sid>:<first entry id>``.
-        text: lower-case words, digits spelled out.
-        confidence: mean posterior probability of the words (from the decoder's lattice), 0..1.
-        first_voiced_arrived: arrival (epoch ms) of the first voiced frame.
-        last_voiced_arrived: arrival (epoch ms) of the last voiced frame: turn latency starts here.
-        endpointed_at: when the end-of-speech silence was complete (clock ms).
-        recognized_at: when the decoder produced the text (clock ms).
-        last_entry_id: the entry id of the utterance's last frame.
-        checkpoint_entry: where to checkpoint: a fresh recognizer fed the entries after this one (it is a
-            little before ``last_entry_id``: the next utterance's pre-roll) reproduces what follows.
-        cmn: the cepstral mean to checkpoint with it (``CallRecognizer(cmn=...)``).
-    """
-
-    utterance_id: str
-    text: str
-    confidence: float
-    first_voiced_arrived: float
-    last_voiced_arrived: float
-    endpointed_at: float
-    recognized_at: float
-    last_entry_id: str
-    checkpoint_entry: str
-    cmn: str
-
-
-@dataclass(frozen=True, slots=True)
-class Discarded:
-    """An utterance that held no words (noise, a cough): no transcript, but the checkpoint may advance."""
-
-    utterance_id: str
-    last_entry_id: str
-    checkpoint_entry: str
-    cmn: str
-
-
-RecognizerEvent = SpeechStart | Partial | Final | Discarded
 
 
 class RecognizerModel:
@@ -217,7 +158,7 @@ class CallRecognizer:
         end_silence_ms: silence that ends an utterance (overrides ``endpointer.end_silence_ms``).
         endpointer: the other endpointing knobs.
         start_after: the checkpoint entry the entries are replayed after (``"0-0"``: the stream's start).
-        cmn: the cepstral mean saved with that checkpoint (:attr:`Final.cmn`, :attr:`cmn`); ``None`` starts
+        cmn: the cepstral mean saved with that checkpoint (:attr:`Final.resume`, :attr:`cmn`); ``None`` starts
             from the model's telephone prior. Without it a replay still gives the same utterance ids, but the
             texts of utterances after the first may differ slightly.
         partial_every_ms: how often the partial hypothesis is checked during speech.
@@ -338,7 +279,7 @@ class CallRecognizer:
             recognized_at=self._clock(),
             last_entry_id=last_entry,
             checkpoint_entry=checkpoint,
-            cmn=self._cmn,
+            resume=self._cmn,
         )
 
     def _confidence(self) -> float:

@@ -65,6 +65,7 @@ EVENTS_MAXLEN = 2000
 TTS_MAXLEN = 500
 AUDIO_OUT_MAXLEN = 3000
 CONTROL_MAXLEN = 200
+LISTEN_MAXLEN = 50
 TURNS_MAXLEN = 1000
 DLQ_MAXLEN = 10_000
 
@@ -96,6 +97,11 @@ def audio_out(sid: str) -> str:
 def control(sid: str) -> str:
     """brain ``clear``/``hangup``/``transfer`` -> the gateway holding the socket."""
     return _call(sid, "control")
+
+
+def listen(sid: str) -> str:
+    """brain ``listen`` (what the caller is expected to say next) -> stt."""
+    return _call(sid, "listen")
 
 
 def turns(sid: str) -> str:
@@ -155,6 +161,7 @@ def per_call_keys(sid: str) -> list[str]:
         tts(sid),
         audio_out(sid),
         control(sid),
+        listen(sid),
         turns(sid),
         meta(sid),
         gen(sid),
