@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -34,7 +34,7 @@ import pocketsphinx
 from pocketsphinx import Decoder
 
 from voxcart.common.audio import FRAME_BYTES, Resampler, ulaw_to_pcm16
-from voxcart.common.events import now_ms
+from voxcart.common.events import Expect, now_ms
 from voxcart.stt.endpointer import EndpointerConfig, Frame, VadEndpointer
 from voxcart.stt.language_model import DomainLanguageModel, build_domain_lm
 from voxcart.stt.results import Discarded, Final, Partial, RecognizerEvent, SpeechStart
@@ -195,6 +195,7 @@ class CallRecognizer:
         self._decoder = model.new_decoder()
         self._cmn = cmn or model.cmn
         self._utt: _Utterance | None = None
+        self._expect: Expect = "free"
 
     @property
     def cmn(self) -> str:
@@ -289,6 +290,10 @@ class CallRecognizer:
         if not posteriors:
             return 0.0
         return min(1.0, max(0.0, sum(posteriors) / len(posteriors)))
+
+    def listen(self, expect: Expect, keyterms: Sequence[str] = ()) -> None:
+        """What the caller is expected to say next (applies from the next utterance on)."""
+        self._expect = expect
 
     def end_utterance(self) -> list[RecognizerEvent]:
         """Close the utterance in progress now (call end, drain): its final, or nothing if none is open."""
