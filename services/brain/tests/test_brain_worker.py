@@ -261,3 +261,22 @@ async def test_brain_worker_commit_after_lease_lost_writes_nothing(
     assert await bus.hgetall(keys.checkpoint("brain", SID)) == checkpoint_before
     assert SID not in first.ownership.owned
     assert first.dropped == [(SID, "lost")]
+
+
+async def test_brain_worker_tells_stt_what_to_listen_for(
+    bus: MemoryBus, dialog: Dialog, seed: Seed, handlers: list[BrainHandler]
+) -> None:
+    handler = await new_handler(make_replica(bus, "r1"), dialog, handlers)
+    [greeting] = await read(bus, keys.listen(SID))
+    assert isinstance(greeting, ev.Listen) and greeting.turn_no == 1 and greeting.expect == "free"
+    assert seed.products[0].name in greeting.keyterms  # product names to boost in a cloud recognizer
+
+    order = seed.orders[0]
+    entry, event = await final(bus, f"where is order {order.number}", f"{SID}:1-5")
+    await handler.handle(entry, event)
+    listens = await read(bus, keys.listen(SID))
+    assert len(listens) == 2
+    asked = listens[-1]
+    assert isinstance(asked, ev.Listen) and asked.turn_no == handler.state.turn_no == 2
+    assert asked.expect == handler.state.dialog.last_expect == "digits"  # an unknown caller: ZIP code asked
+    assert asked.keyterms == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from zoneinfo import ZoneInfo
 
@@ -15,7 +16,7 @@ from .dialog import Dialog, sample_utterances, vocabulary
 from .store import Clock, FixedClock, SqliteStore, demo_seed_path, system_clock
 from .worker import BrainHandler
 
-__all__ = ["build_dialog", "run"]
+__all__ = ["build_dialog", "publish_language", "run"]
 
 
 def build_dialog(settings: Settings) -> Dialog:
@@ -40,16 +41,23 @@ def build_dialog(settings: Settings) -> Dialog:
     return Dialog(store)
 
 
+async def publish_language(bus: RedisBus, dialog: Dialog) -> str:
+    """Publish what callers of this store say (stt builds its domain model from it); returns its version.
+
+    The version is a digest of the content, so every brain replica of one store publishes the same one and stt
+    rebuilds only when the store really changed.
+    """
+    samples = json.dumps(sample_utterances(dialog.store))
+    words = json.dumps(vocabulary(dialog.store))
+    version = hashlib.sha256(f"{samples}\n{words}".encode()).hexdigest()[:16]
+    await bus.hset(keys.LANGUAGE, {"samples": samples, "words": words, "version": version})
+    return version
+
+
 async def run(settings: Settings) -> None:
     dialog = build_dialog(settings)
     bus = RedisBus(settings.redis_dsn)
-    await bus.hset(
-        keys.LANGUAGE,
-        {
-            "samples": json.dumps(sample_utterances(dialog.store)),
-            "words": json.dumps(vocabulary(dialog.store)),
-        },
-    )
+    await publish_language(bus, dialog)
 
     async def factory(ctx: CallContext) -> CallHandler:
         return await BrainHandler.create(ctx, dialog)

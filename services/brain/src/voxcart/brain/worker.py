@@ -176,6 +176,7 @@ class BrainHandler:
                     decided_at=decided,
                 )
                 outputs.append(Output(keys.tts(sid), ev.encode(say), maxlen=keys.TTS_MAXLEN))
+            outputs.append(self._listen(turn, reply))
             agent = ev.TurnRecord(
                 call_sid=sid, speaker="agent", text=reply.text, turn_no=turn, intent=reply.intent, started=decided
             )
@@ -189,6 +190,12 @@ class BrainHandler:
             outputs.append(Output(keys.control(sid), ev.encode(hangup), maxlen=keys.CONTROL_MAXLEN))
             self.state.finished = True
         await self.ctx.commit(outputs, checkpoint, self._state_blob())
+
+    def _listen(self, turn: int, reply: Reply) -> Output:
+        """Tell stt what the caller is expected to say after this turn (and which words to listen for)."""
+        keyterms = [] if reply.expect in ("digits", "yes_no") else self.dialog.keyterms()
+        listen = ev.Listen(call_sid=self.ctx.sid, turn_no=turn, expect=reply.expect, keyterms=keyterms)
+        return Output(keys.listen(self.ctx.sid), ev.encode(listen), maxlen=keys.LISTEN_MAXLEN)
 
     def _state_blob(self) -> dict[str, bytes]:
         return {"brain": _encoder.encode(self.state)}

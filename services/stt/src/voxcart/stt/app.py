@@ -1,8 +1,15 @@
-"""``voxcart serve stt``: run an stt worker replica."""
+"""``voxcart serve stt``: run an stt worker replica.
+
+The domain model is built from the caller language brain publishes (``vc:stt:language``: sample sentences and
+words from the store). stt watches its ``version`` and rebuilds the model when the store changes; calls already
+open keep the model they started with, new calls get the new one.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import logging
 
@@ -10,40 +17,104 @@ from voxcart.common.bus import RedisBus, keys
 from voxcart.common.settings import Settings
 from voxcart.common.worker import CallContext, CallHandler, Worker
 
+from .embedded import PocketsphinxProvider
+from .endpointer import EndpointerConfig
+from .provider import SttProvider
 from .recognizer import RecognizerModel
 from .worker import SttHandler
 
-__all__ = ["run"]
+__all__ = ["CallerLanguage", "build_provider", "run"]
 
 log = logging.getLogger("voxcart.stt.app")
 
+LANGUAGE_POLL_S = 5.0
+"""How often a replica checks whether brain published a new caller language."""
 
-async def _caller_language(bus: RedisBus) -> tuple[list[str], list[str]]:
-    """What callers say, as published by brain at its start; waits for it."""
-    waited = 0.0
-    while True:
+
+class CallerLanguage:
+    """What callers say, as published by brain: sample sentences, extra words, and a version."""
+
+    def __init__(self, samples: list[str], words: list[str], version: str) -> None:
+        self.samples = samples
+        self.words = words
+        self.version = version
+
+    @classmethod
+    async def read(cls, bus: RedisBus) -> CallerLanguage | None:
         raw = await bus.hgetall(keys.LANGUAGE)
-        if "samples" in raw:
-            return json.loads(raw["samples"]), json.loads(raw.get("words", b"[]"))
-        if waited == 0 or waited % 10 < 0.25:
-            log.info("waiting for brain to publish the caller language (%s)", keys.LANGUAGE)
-        await asyncio.sleep(0.25)
-        waited += 0.25
+        if "samples" not in raw:
+            return None
+        version = raw.get("version", b"").decode() or hashlib.sha256(raw["samples"]).hexdigest()[:16]
+        return cls(json.loads(raw["samples"]), json.loads(raw.get("words", b"[]")), version)
+
+    @classmethod
+    async def wait(cls, bus: RedisBus) -> CallerLanguage:
+        """Wait until brain has published the language."""
+        waited = 0.0
+        while (language := await cls.read(bus)) is None:
+            if waited % 10 < 0.25:
+                log.info("waiting for brain to publish the caller language (%s)", keys.LANGUAGE)
+            await asyncio.sleep(0.25)
+            waited += 0.25
+        return language
+
+    def build(self) -> RecognizerModel:
+        return RecognizerModel.build(self.samples, self.words)
+
+
+def build_provider(settings: Settings, model: RecognizerModel) -> tuple[SttProvider, PocketsphinxProvider]:
+    """The configured provider and the embedded one under it (the fallback, and the one whose model is rebuilt).
+
+    Raises:
+        SystemExit: the provider cannot start (a missing model folder, no API key): said at start, not mid-call.
+    """
+    embedded = PocketsphinxProvider(model, settings.stt_end_silence_ms, endpointer=EndpointerConfig())
+    if settings.stt_provider == "pocketsphinx":
+        return embedded, embedded
+    raise SystemExit(f"STT_PROVIDER={settings.stt_provider!r} is not available yet; use 'pocketsphinx'")
+
+
+async def _watch_language(bus: RedisBus, embedded: PocketsphinxProvider, version: str) -> None:
+    """Rebuild the domain model when brain publishes a new language (the store changed)."""
+    while True:
+        await asyncio.sleep(LANGUAGE_POLL_S)
+        try:
+            language = await CallerLanguage.read(bus)
+        except Exception as exc:  # Redis away for a moment: the worker's own reconnects handle it
+            log.warning("could not read the caller language: %s", exc)
+            continue
+        if language is None or language.version == version:
+            continue
+        log.info("caller language changed (%s -> %s): rebuilding the domain model", version, language.version)
+        try:
+            model = await asyncio.to_thread(language.build)
+        except ValueError as exc:
+            log.error("the new caller language is unusable, keeping the current model: %s", exc)
+            version = language.version
+            continue
+        old, embedded.model = embedded.model, model
+        version = language.version
+        old.close()  # decoders already created keep working: PocketSphinx has read the files
 
 
 async def run(settings: Settings) -> None:
-    if settings.stt_provider != "pocketsphinx":
-        raise SystemExit(f"STT_PROVIDER={settings.stt_provider!r} is not available yet; use 'pocketsphinx'")
     bus = RedisBus(settings.redis_dsn)
-    samples, words = await _caller_language(bus)
-    model = await asyncio.to_thread(RecognizerModel.build, samples, words)
+    language = await CallerLanguage.wait(bus)
+    model = await asyncio.to_thread(language.build)
+    provider, embedded = build_provider(settings, model)
 
     async def factory(ctx: CallContext) -> CallHandler:
-        return SttHandler(ctx, model, settings.stt_end_silence_ms)
+        return SttHandler(ctx, provider)
 
-    worker = Worker(bus, "stt", settings, lambda sid: [keys.audio_in(sid)], factory)
+    worker = Worker(bus, "stt", settings, lambda sid: [keys.audio_in(sid), keys.listen(sid)], factory)
+    watcher = asyncio.create_task(_watch_language(bus, embedded, language.version))
     try:
         await worker.run()
     finally:
-        model.close()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await provider.aclose()
+        if provider is not embedded:
+            await embedded.aclose()
         await bus.close()

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from voxcart.common.events import Expect
 
+from .endpointer import EndpointerConfig
 from .recognizer import CallRecognizer, RecognizerModel
 from .results import RecognizerEvent
 
@@ -54,17 +55,26 @@ class PocketsphinxProvider:
     Args:
         model: the domain model (replace :attr:`model` to rebuild: calls already open keep theirs).
         end_silence_ms: silence that ends an utterance.
+        endpointer: the other endpointing knobs (VAD choice, pre-roll).
     """
 
     name = "pocketsphinx"
 
-    def __init__(self, model: RecognizerModel, end_silence_ms: int) -> None:
+    def __init__(
+        self, model: RecognizerModel, end_silence_ms: int, *, endpointer: EndpointerConfig | None = None
+    ) -> None:
         self.model = model
         self.end_silence_ms = end_silence_ms
+        self.endpointer = endpointer
 
     def open_call(self, call_sid: str, *, start_after: str = "0-0", resume: str = "") -> PocketsphinxCallStt:
         recognizer = CallRecognizer(
-            self.model, call_sid, end_silence_ms=self.end_silence_ms, start_after=start_after, cmn=resume or None
+            self.model,
+            call_sid,
+            end_silence_ms=self.end_silence_ms,
+            endpointer=self.endpointer,
+            start_after=start_after,
+            cmn=resume or None,
         )
         return PocketsphinxCallStt(recognizer)
 

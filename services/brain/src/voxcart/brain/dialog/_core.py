@@ -42,6 +42,14 @@ class Dialog:
         self._clock = clock or store.clock
         self._tz = ZoneInfo(store.info.timezone)
         self.min_confidence = min_confidence
+        self._keyterms: list[str] | None = None
+
+    def keyterms(self, limit: int = 50) -> list[str]:
+        """The store's product names and aliases, for recognizers that can boost words (Deepgram keyterms)."""
+        if self._keyterms is None:
+            names = (n for p in self.store.products() for n in (p.name, *p.aliases))
+            self._keyterms = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+        return self._keyterms[:limit]
 
     def now(self) -> dt.datetime:
         """The current time in the store's timezone."""
