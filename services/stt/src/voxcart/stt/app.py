@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 
-from voxcart.common.bus import RedisBus, keys
+from voxcart.common.bus import Bus, RedisBus, keys
 from voxcart.common.settings import Settings
 from voxcart.common.worker import CallContext, CallHandler, Worker
 
@@ -23,7 +23,7 @@ from .provider import SttProvider
 from .recognizer import RecognizerModel
 from .worker import SttHandler
 
-__all__ = ["CallerLanguage", "build_provider", "run"]
+__all__ = ["CallerLanguage", "build_provider", "run", "watch_language"]
 
 log = logging.getLogger("voxcart.stt.app")
 
@@ -40,7 +40,7 @@ class CallerLanguage:
         self.version = version
 
     @classmethod
-    async def read(cls, bus: RedisBus) -> CallerLanguage | None:
+    async def read(cls, bus: Bus) -> CallerLanguage | None:
         raw = await bus.hgetall(keys.LANGUAGE)
         if "samples" not in raw:
             return None
@@ -48,7 +48,7 @@ class CallerLanguage:
         return cls(json.loads(raw["samples"]), json.loads(raw.get("words", b"[]")), version)
 
     @classmethod
-    async def wait(cls, bus: RedisBus) -> CallerLanguage:
+    async def wait(cls, bus: Bus) -> CallerLanguage:
         """Wait until brain has published the language."""
         waited = 0.0
         while (language := await cls.read(bus)) is None:
@@ -74,10 +74,12 @@ def build_provider(settings: Settings, model: RecognizerModel) -> tuple[SttProvi
     raise SystemExit(f"STT_PROVIDER={settings.stt_provider!r} is not available yet; use 'pocketsphinx'")
 
 
-async def _watch_language(bus: RedisBus, embedded: PocketsphinxProvider, version: str) -> None:
+async def watch_language(
+    bus: Bus, embedded: PocketsphinxProvider, version: str, poll_s: float = LANGUAGE_POLL_S
+) -> None:
     """Rebuild the domain model when brain publishes a new language (the store changed)."""
     while True:
-        await asyncio.sleep(LANGUAGE_POLL_S)
+        await asyncio.sleep(poll_s)
         try:
             language = await CallerLanguage.read(bus)
         except Exception as exc:  # Redis away for a moment: the worker's own reconnects handle it
@@ -107,7 +109,7 @@ async def run(settings: Settings) -> None:
         return SttHandler(ctx, provider)
 
     worker = Worker(bus, "stt", settings, lambda sid: [keys.audio_in(sid), keys.listen(sid)], factory)
-    watcher = asyncio.create_task(_watch_language(bus, embedded, language.version))
+    watcher = asyncio.create_task(watch_language(bus, embedded, language.version))
     try:
         await worker.run()
     finally:

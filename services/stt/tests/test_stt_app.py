@@ -1,0 +1,52 @@
+"""stt's start-up pieces: the caller language brain publishes, and the model rebuilt when it changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from voxcart.common.bus import MemoryBus, keys
+from voxcart.stt.app import CallerLanguage, watch_language
+from voxcart.stt.embedded import PocketsphinxProvider
+
+
+async def _publish(bus: MemoryBus, samples: list[str], words: list[str], version: str) -> None:
+    await bus.hset(keys.LANGUAGE, {"samples": json.dumps(samples), "words": json.dumps(words), "version": version})
+
+
+async def test_a_new_store_language_rebuilds_the_model_for_new_calls_only() -> None:
+    bus = MemoryBus()
+    await _publish(bus, ["where is my order", "yes", "no"], ["hoodie"], "v1")
+    language = await CallerLanguage.wait(bus)
+    assert language.version == "v1" and language.words == ["hoodie"]
+    provider = PocketsphinxProvider(await asyncio.to_thread(language.build), 600)
+    first_model = provider.model
+    open_call = provider.open_call("CAapp1")
+    assert "parka" not in first_model.lm.words
+
+    watcher = asyncio.create_task(watch_language(bus, provider, language.version, poll_s=0.01))
+    try:
+        await _publish(bus, ["is the parka jacket in stock", "yes", "no"], ["parka"], "v2")
+        async with asyncio.timeout(20):
+            while provider.model is first_model:
+                await asyncio.sleep(0.01)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    assert "parka" in provider.model.lm.words
+    assert open_call.recognizer.model is first_model  # a call in progress keeps its model
+    assert provider.open_call("CAapp2").recognizer.model is provider.model
+    await provider.aclose()
+
+
+async def test_the_language_is_waited_for_until_brain_publishes_it() -> None:
+    bus = MemoryBus()
+    waiter = asyncio.create_task(CallerLanguage.wait(bus))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await _publish(bus, ["goodbye"], [], "")
+    async with asyncio.timeout(5):
+        language = await waiter
+    assert language.samples == ["goodbye"] and len(language.version) == 16  # a digest when brain gave none
