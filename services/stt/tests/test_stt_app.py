@@ -6,9 +6,15 @@ import asyncio
 import contextlib
 import json
 
+import pytest
+
 from voxcart.common.bus import MemoryBus, keys
-from voxcart.stt.app import CallerLanguage, watch_language
+from voxcart.common.settings import load_settings
+from voxcart.stt.app import CallerLanguage, build_provider, watch_language
+from voxcart.stt.deepgram import DeepgramProvider
 from voxcart.stt.embedded import PocketsphinxProvider
+from voxcart.stt.fallback import FallbackProvider
+from voxcart.stt.recognizer import RecognizerModel
 
 
 async def _publish(bus: MemoryBus, samples: list[str], words: list[str], version: str) -> None:
@@ -50,3 +56,28 @@ async def test_the_language_is_waited_for_until_brain_publishes_it() -> None:
     async with asyncio.timeout(5):
         language = await waiter
     assert language.samples == ["goodbye"] and len(language.version) == 16  # a digest when brain gave none
+
+
+def test_providers_are_built_from_settings_with_the_embedded_one_as_fallback(model: RecognizerModel) -> None:
+    provider, embedded = build_provider(load_settings({}, env_file=None), model)
+    assert provider is embedded and embedded.model is model
+
+    settings = load_settings({"STT_PROVIDER": "deepgram", "DEEPGRAM_API_KEY": "k"}, env_file=None)
+    provider, embedded = build_provider(settings, model)
+    assert isinstance(provider, FallbackProvider)
+    assert isinstance(provider.primary, DeepgramProvider) and provider.fallback is embedded
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"STT_PROVIDER": "deepgram"}, "DEEPGRAM_API_KEY: required"),
+        ({"STT_PROVIDER": "whisper"}, "STT_MODEL_PATH"),
+        ({"STT_PROVIDER": "whisper", "STT_MODEL_PATH": "/nonexistent/whisper"}, "/nonexistent/whisper"),
+    ],
+)
+def test_a_provider_that_cannot_start_stops_the_service_with_the_setting_named(
+    model: RecognizerModel, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SystemExit, match=message):
+        build_provider(load_settings(env, env_file=None), model)

@@ -19,7 +19,8 @@ from voxcart.common.worker import CallContext, CallHandler, Worker
 
 from .embedded import PocketsphinxProvider
 from .endpointer import EndpointerConfig
-from .provider import SttProvider
+from .fallback import FallbackProvider
+from .provider import ProviderError, SttProvider
 from .recognizer import RecognizerModel
 from .worker import SttHandler
 
@@ -65,13 +66,42 @@ class CallerLanguage:
 def build_provider(settings: Settings, model: RecognizerModel) -> tuple[SttProvider, PocketsphinxProvider]:
     """The configured provider and the embedded one under it (the fallback, and the one whose model is rebuilt).
 
+    A cloud or whisper provider is wrapped in :class:`FallbackProvider`: when it fails mid-call, PocketSphinx
+    takes the call over from the start of the utterance in progress.
+
     Raises:
         SystemExit: the provider cannot start (a missing model folder, no API key): said at start, not mid-call.
     """
-    embedded = PocketsphinxProvider(model, settings.stt_end_silence_ms, endpointer=EndpointerConfig())
+    endpointer = EndpointerConfig()
+    embedded = PocketsphinxProvider(model, settings.stt_end_silence_ms, endpointer=endpointer)
+    primary: SttProvider
     if settings.stt_provider == "pocketsphinx":
         return embedded, embedded
-    raise SystemExit(f"STT_PROVIDER={settings.stt_provider!r} is not available yet; use 'pocketsphinx'")
+    if settings.stt_provider == "deepgram":
+        from .deepgram import DeepgramProvider
+
+        if not settings.deepgram_api_key:
+            raise SystemExit("DEEPGRAM_API_KEY: required with STT_PROVIDER=deepgram")
+        try:
+            primary = DeepgramProvider(
+                settings.deepgram_api_key,
+                url=settings.deepgram_url,
+                model=settings.deepgram_model,
+                end_silence_ms=settings.stt_end_silence_ms,
+                timeout_s=settings.provider_timeout_ms / 1000,
+            )
+        except ValueError as exc:
+            raise SystemExit(f"STT_PROVIDER=deepgram: {exc}") from None
+    else:
+        from .whisper import WhisperProvider
+
+        try:
+            primary = WhisperProvider.load(
+                settings.stt_model_path, end_silence_ms=settings.stt_end_silence_ms, endpointer_config=endpointer
+            )
+        except ProviderError as exc:
+            raise SystemExit(str(exc)) from None
+    return FallbackProvider(primary, embedded), embedded
 
 
 async def watch_language(
@@ -116,7 +146,5 @@ async def run(settings: Settings) -> None:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-        await provider.aclose()
-        if provider is not embedded:
-            await embedded.aclose()
+        await provider.aclose()  # a FallbackProvider closes the embedded one too
         await bus.close()
