@@ -11,12 +11,14 @@ from voxcart.cli import caller_voice
 from voxcart.cli.caller_voice import VOICE_MD5, VoiceIntegrityError, synthesize_caller, voice_model_path
 from voxcart.common.audio import FRAME_BYTES, silence_ulaw, ulaw_rms, ulaw_to_pcm16
 from voxcart.stt.recognizer import CallRecognizer, Final, RecognizerModel
+from voxcart.tts import piper
 
 
 def test_voice_file_is_the_upstream_one() -> None:
     path = voice_model_path()
     assert path.is_file() and Path(f"{path}.json").is_file()
-    assert caller_voice._md5(path) == VOICE_MD5
+    assert path == piper.joe_voice_path()  # one place locates the voice for the agent and the caller
+    assert piper.file_digest(path, "md5") == VOICE_MD5
 
 
 def test_phone_framing_and_level() -> None:
@@ -62,9 +64,10 @@ def test_bad_arguments(kwargs: dict[str, object], message: str) -> None:
 def test_tampered_voice_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = tmp_path / "en_US-joe-medium.onnx"
     fake.write_bytes(b"not the voice")
+    Path(f"{fake}.json").write_bytes(Path(f"{voice_model_path()}.json").read_bytes())
     monkeypatch.setattr(caller_voice, "_voice", None)
-    monkeypatch.setattr(caller_voice, "voice_model_path", lambda: fake)
-    with pytest.raises(VoiceIntegrityError, match=f"expected {VOICE_MD5}; refusing"):
+    monkeypatch.setattr(piper, "joe_voice_path", lambda: fake)
+    with pytest.raises(VoiceIntegrityError, match=f"{fake}: md5 [0-9a-f]{{32}}, expected {VOICE_MD5}; refusing"):
         synthesize_caller("hello")
 
 

@@ -146,8 +146,8 @@ def test_two_threads_at_once_get_their_own_voice_and_text() -> None:
     assert not errors
     for s in (a, b):
         assert len(results[s]) == 10
-        # espeak-ng varies by a few samples run to run; another voice, rate or text would be far off
-        assert all(abs(d - serial[s]) < 0.05 for d in results[s]), (serial[s], results[s])
+        # espeak-ng varies a little run to run (up to ~0.3 %); another voice, rate or text would be far off
+        assert all(abs(d - serial[s]) < max(0.05, 0.01 * serial[s]) for d in results[s]), (serial[s], results[s])
 
 
 def test_text_is_normalized_before_synthesis(synth: EspeakSynthesizer) -> None:

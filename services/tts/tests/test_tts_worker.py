@@ -1,7 +1,9 @@
-"""TtsHandler with real espeak on a MemoryBus + Ownership lease: chunk ids, replay, cancel, fencing."""
+"""TtsHandler with real espeak (a ThreadedVoice) on a MemoryBus + Ownership lease: chunk ids, replay, cancel,
+fencing, end_call."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,14 +13,44 @@ from voxcart.common.bus import Entry, MemoryBus, Output, keys
 from voxcart.common.bus.ownership import Ownership, OwnershipConfig
 from voxcart.common.worker import CallContext
 from voxcart.tts import EspeakSynthesizer
+from voxcart.tts.voice import ThreadedVoice, VoiceError
 from voxcart.tts.worker import TtsHandler
 
 SID = "CAttsworker0001"
 
 
 @pytest.fixture(scope="module")
-def synth() -> EspeakSynthesizer:
-    return EspeakSynthesizer()
+def voice() -> ThreadedVoice:
+    return ThreadedVoice(EspeakSynthesizer(), "espeak")
+
+
+class ScriptedVoice:
+    """Yields ``chunks``, then raises ``error`` if given; records how it ended and what it was told. It ignores
+    ``cancel``, so the handler's own check (and its closing of the stream) is what stops it."""
+
+    name = "scripted"
+
+    def __init__(self, chunks: list[bytes], error: VoiceError | None = None) -> None:
+        self.chunks, self.error = chunks, error
+        self.ended: list[str] = []
+        self.closed_early = 0
+
+    async def synthesize(self, text: str, *, call_sid: str, cancel: threading.Event) -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            for chunk in self.chunks:
+                yield chunk
+            finished = True
+        finally:
+            self.closed_early += not finished
+        if self.error is not None:
+            raise self.error
+
+    async def end_call(self, call_sid: str) -> None:
+        self.ended.append(call_sid)
+
+    async def aclose(self) -> None:
+        pass
 
 
 async def _noop(sid: str, reason: str) -> None:
@@ -34,8 +66,8 @@ async def ctx() -> CallContext:
 
 
 @pytest.fixture
-async def handler(ctx: CallContext, synth: EspeakSynthesizer) -> AsyncIterator[TtsHandler]:
-    h = TtsHandler(ctx, synth)
+async def handler(ctx: CallContext, voice: ThreadedVoice) -> AsyncIterator[TtsHandler]:
+    h = TtsHandler(ctx, voice)
     yield h
     await h.close("ended")
 
@@ -114,17 +146,17 @@ async def test_tts_worker_replay_adds_no_duplicates(ctx: CallContext, handler: T
     assert await checkpoint(bus) == entry.id
 
 
-async def test_tts_worker_replay_on_new_owner(ctx: CallContext, synth: EspeakSynthesizer) -> None:
+async def test_tts_worker_replay_on_new_owner(ctx: CallContext, voice: ThreadedVoice) -> None:
     """A takeover replays the say with a fresh handler; Redis drops every chunk already written."""
     bus = _bus(ctx)
     entry, event = await say(bus, 2, 0, "Your order has shipped.", last=True)
-    await TtsHandler(ctx, synth).handle(entry, event)
+    await TtsHandler(ctx, voice).handle(entry, event)
     before = [cid for cid, _ in await chunks(bus)]
     await ctx.ownership.release(SID, "drain")
     own2 = Ownership(bus, "tts", "t2", OwnershipConfig(lease_ttl_ms=60_000), _noop, _noop)
     assert await own2.try_acquire(SID, "takeover")
     ctx2 = CallContext(SID, "tts", bus, own2, "takeover")
-    await TtsHandler(ctx2, synth).handle(entry, event)
+    await TtsHandler(ctx2, voice).handle(entry, event)
     assert [cid for cid, _ in await chunks(bus)] == before
 
 
@@ -161,10 +193,53 @@ async def test_tts_worker_fenced_commit_stops(ctx: CallContext, handler: TtsHand
 
 async def test_tts_worker_single_chunk_sentence_is_finished(ctx: CallContext) -> None:
     bus = _bus(ctx)
-    handler = TtsHandler(ctx, EspeakSynthesizer(chunk_ms=2000))  # "Hi." fits in one chunk
+    handler = TtsHandler(ctx, ThreadedVoice(EspeakSynthesizer(chunk_ms=2000), "espeak"))  # "Hi." fits in one chunk
     entry, event = await say(bus, 1, 0, "Hi.", last=True)
     await handler.handle(entry, event)
     out = await chunks(bus)
     assert len(out) == 1
     assert out[-1][1].last_in_sentence and out[-1][1].last_in_turn
     assert await checkpoint(bus) == entry.id
+
+
+async def test_tts_worker_cancel_mid_sentence_closes_the_stream(ctx: CallContext) -> None:
+    bus = _bus(ctx)
+    voice = ScriptedVoice([bytes([k]) * 160 for k in range(30)])
+    handler = TtsHandler(ctx, voice)
+    entry, event = await say(bus, 2, 0, "A long sentence.", last=True)
+    commit = ctx.commit
+    commits = 0
+
+    async def commit_then_cancel(*args: object, **kwargs: object) -> bool:
+        nonlocal commits
+        commits += 1
+        ok = await commit(*args, **kwargs)  # type: ignore[arg-type]
+        if commits == 1:  # the first chunk went out alone; the caller barges in
+            assert len(await chunks(bus)) == 1
+            handler.peek(ev.Cancel(call_sid=SID, turn_no=2))
+        return ok
+
+    ctx.commit = commit_then_cancel  # type: ignore[method-assign]
+    await handler.handle(entry, event)
+    out = await chunks(bus)
+    assert len(out) == 1 and not out[0][1].last_in_sentence
+    assert voice.closed_early == 1  # the handler stopped reading and closed the voice's stream
+    assert await checkpoint(bus) == entry.id
+
+
+async def test_tts_worker_voice_error_leaves_the_checkpoint(ctx: CallContext) -> None:
+    """A voice that fails (fallback included) fails the entry: the worker retries it, the checkpoint stays."""
+    bus = _bus(ctx)
+    handler = TtsHandler(ctx, ScriptedVoice([b"\xff" * 160] * 3, VoiceError("scripted: 500")))
+    entry, event = await say(bus, 1, 0, "Hello.", last=True)
+    with pytest.raises(VoiceError, match="scripted: 500"):
+        await handler.handle(entry, event)
+    assert [c.k for _, c in await chunks(bus)] == [0]  # only the first chunk had been committed
+    assert await checkpoint(bus) is None
+
+
+async def test_tts_worker_close_ends_the_call_on_the_voice(ctx: CallContext) -> None:
+    voice = ScriptedVoice([])
+    handler = TtsHandler(ctx, voice)
+    await handler.close("ended")
+    assert voice.ended == [SID]

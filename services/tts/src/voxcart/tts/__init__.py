@@ -1,4 +1,7 @@
-"""voxcart tts: speech synthesis to μ-law 8 kHz chunks (embedded espeak-ng; other engines plug in later).
+"""voxcart tts: speech synthesis to μ-law 8 kHz chunks.
+
+Engines: espeak-ng (always there), piper (the natural embedded voice) and ElevenLabs, each a
+:class:`~voxcart.tts.voice.Voice`; the worker drives a ``Voice`` built by :func:`voxcart.tts.app.build_voice`.
 
 Importing this package does not load espeak-ng: the library is loaded and initialized on first use.
 """
@@ -14,6 +17,7 @@ from voxcart.tts.synth import (
     espeak_normalize,
 )
 from voxcart.tts.text import normalize_text, spell_out
+from voxcart.tts.voice import FallbackVoice, ThreadedVoice, Voice, VoiceError
 
 __all__ = [
     "DEFAULT_VOICE",
@@ -25,6 +29,10 @@ __all__ = [
     "SynthesisStream",
     "Synthesizer",
     "VoiceSettings",
+    "FallbackVoice",
+    "ThreadedVoice",
+    "Voice",
+    "VoiceError",
     "espeak_normalize",
     "get_espeak",
     "normalize_text",
