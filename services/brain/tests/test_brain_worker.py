@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import msgspec
 import pytest
 
-from voxcart.brain.dialog import Dialog
+from voxcart.brain.app import publish_language
+from voxcart.brain.dialog import Dialog, DialogState
 from voxcart.brain.store import FixedClock, SqliteStore, demo_seed_path
 from voxcart.brain.worker import BrainHandler, BrainState
 from voxcart.common import events as ev
@@ -280,3 +281,23 @@ async def test_brain_worker_tells_stt_what_to_listen_for(
     assert isinstance(asked, ev.Listen) and asked.turn_no == handler.state.turn_no == 2
     assert asked.expect == handler.state.dialog.last_expect == "digits"  # an unknown caller: ZIP code asked
     assert asked.keyterms == []
+
+
+def test_stock_phrases_are_what_the_dialog_says_and_hold_nothing_personal(dialog: Dialog, seed: Seed) -> None:
+    phrases = dialog.stock_phrases()
+    greeting = dialog.greet(DialogState(call_id="CAstock"), "")
+    assert all(s in phrases for s in greeting.sentences if "calling" not in s or "Good" in s)
+    assert not any(c.name.split()[0] in p for p in phrases for c in seed.customers)
+    assert not any(ch.isdigit() for p in phrases for ch in p)
+
+
+async def test_brain_publishes_the_caller_language_and_stock_phrases_with_one_version(
+    bus: MemoryBus, dialog: Dialog
+) -> None:
+    version = await publish_language(bus, dialog)
+    language = await bus.hgetall(keys.LANGUAGE)
+    phrases = await bus.hgetall(keys.PHRASES)
+    assert language["version"].decode() == phrases["version"].decode() == version
+    assert "where is my order" in " ".join(msgspec.json.decode(language["samples"]))
+    assert msgspec.json.decode(phrases["phrases"]) == dialog.stock_phrases()
+    assert await publish_language(bus, dialog) == version  # same store, same version: stt does not rebuild

@@ -51,6 +51,7 @@ async def publish_language(bus: RedisBus, dialog: Dialog) -> str:
     words = json.dumps(vocabulary(dialog.store))
     version = hashlib.sha256(f"{samples}\n{words}".encode()).hexdigest()[:16]
     await bus.hset(keys.LANGUAGE, {"samples": samples, "words": words, "version": version})
+    await bus.hset(keys.PHRASES, {"phrases": json.dumps(dialog.stock_phrases()), "version": version})
     return version
 
 

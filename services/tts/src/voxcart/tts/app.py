@@ -14,15 +14,19 @@
 With ``TTS_PHRASE_CACHE`` > 0 the primary voice is wrapped in a :class:`~voxcart.tts.phrase_cache.PhraseCache`
 *inside* the fallback, so that only the primary's audio is ever cached. Everything that can be wrong with a voice
 (unknown espeak voice, missing or tampered piper file, no API key) stops the replica at start with a message
-naming the setting, never mid-call.
+naming the setting, never mid-call. At start the cache is warmed with the stock phrases brain publishes
+(``vc:tts:phrases``), so a call's greeting is ready before the call.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 import time
 
-from voxcart.common.bus import RedisBus, keys
+from voxcart.common.bus import Bus, RedisBus, keys
 from voxcart.common.settings import Settings
 from voxcart.common.worker import CallContext, CallHandler, Worker
 
@@ -33,7 +37,7 @@ from .synth import EspeakSynthesizer, SynthesisError
 from .voice import FallbackVoice, ThreadedVoice, Voice
 from .worker import TtsHandler
 
-__all__ = ["build_voice", "run"]
+__all__ = ["build_voice", "phrase_cache_of", "run", "warm_phrases"]
 
 log = logging.getLogger("voxcart.tts.app")
 
@@ -108,9 +112,46 @@ def _elevenlabs(settings: Settings) -> Voice:
     return voice
 
 
+def phrase_cache_of(voice: Voice) -> PhraseCache | None:
+    """The phrase cache inside a voice built by :func:`build_voice`, if any."""
+    if isinstance(voice, FallbackVoice):
+        voice = voice.primary
+    return voice if isinstance(voice, PhraseCache) else None
+
+
+async def warm_phrases(bus: Bus, cache: PhraseCache, *, wait_s: float = 60.0, poll_s: float = 0.5) -> int:
+    """Synthesize the stock phrases brain publishes (``vc:tts:phrases``) into the cache; returns how many.
+
+    Waits up to ``wait_s`` for brain to publish them (the services start in any order); never raises.
+    """
+    waited = 0.0
+    while True:
+        try:
+            raw = await bus.hgetall(keys.PHRASES)
+        except Exception as exc:
+            log.warning("could not read the stock phrases: %s", exc)
+            return 0
+        if "phrases" in raw:
+            break
+        if waited >= wait_s:
+            log.info("no stock phrases published by brain within %.0f s: the cache fills as calls go", wait_s)
+            return 0
+        await asyncio.sleep(poll_s)
+        waited += poll_s
+    phrases = [p for p in json.loads(raw["phrases"]) if isinstance(p, str)]
+    started = time.perf_counter()
+    done = await cache.warm(phrases)
+    log.info(
+        "phrase cache warmed: %d of %d phrases in %.0f ms", done, len(phrases), (time.perf_counter() - started) * 1e3
+    )
+    return done
+
+
 async def run(settings: Settings) -> None:
     voice = build_voice(settings)
     bus = RedisBus(settings.redis_dsn)
+    cache = phrase_cache_of(voice)
+    warming = asyncio.create_task(warm_phrases(bus, cache)) if cache is not None else None
 
     async def factory(ctx: CallContext) -> CallHandler:
         return TtsHandler(ctx, voice)
@@ -119,6 +160,10 @@ async def run(settings: Settings) -> None:
     try:
         await worker.run()
     finally:
+        if warming is not None:
+            warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warming
         try:
             await voice.aclose()
         finally:

@@ -13,6 +13,7 @@ __all__ = [
     "CALLS_INDEX",
     "CALL_TTL_MS",
     "LANGUAGE",
+    "PHRASES",
     "ENDED_CALL_TTL_MS",
     "LIFECYCLE",
     "Service",
@@ -46,7 +47,10 @@ CALLS_INDEX = "vc:calls:index"
 
 LANGUAGE = "vc:stt:language"
 """Hash ``samples``/``words`` (JSON lists): what callers of this shop say, published by brain at start so that
-stt can build its domain language model without importing brain."""
+stt can build its domain language model without importing brain; ``version`` changes when the store does."""
+PHRASES = "vc:tts:phrases"
+"""Hash ``phrases`` (JSON list) and ``version``: sentences brain says word for word on many calls (greetings,
+re-prompts, goodbyes); tts synthesizes them into its phrase cache at start."""
 
 
 def workers(svc: str) -> str:

@@ -51,6 +51,22 @@ class Dialog:
             self._keyterms = list(dict.fromkeys(n.strip() for n in names if n.strip()))
         return self._keyterms[:limit]
 
+    def stock_phrases(self) -> list[str]:
+        """Sentences this dialog says word for word on many calls (greetings, re-prompts, goodbyes): tts
+        synthesizes them once at start. Nothing personal: no names, numbers or order details."""
+        name = self.store.info.name
+        return [
+            *(f"Good {part}, and thanks for calling {name}." for part in ("morning", "afternoon", "evening")),
+            HELP,
+            "How can I help you today?",
+            "How can I help you?",
+            "Are you still there?",
+            "Sorry, I didn't catch that.",
+            "I haven't heard anything, so I'll end the call now.",
+            f"Thanks for calling {name}.",
+            "Goodbye!",
+        ]
+
     def now(self) -> dt.datetime:
         """The current time in the store's timezone."""
         return self._clock().astimezone(self._tz)
