@@ -22,6 +22,7 @@ from .endpointer import EndpointerConfig
 from .fallback import FallbackProvider
 from .provider import ProviderError, SttProvider
 from .recognizer import RecognizerModel
+from .vad import load_silero
 from .worker import SttHandler
 
 __all__ = ["CallerLanguage", "build_provider", "run", "watch_language"]
@@ -72,7 +73,12 @@ def build_provider(settings: Settings, model: RecognizerModel) -> tuple[SttProvi
     Raises:
         SystemExit: the provider cannot start (a missing model folder, no API key): said at start, not mid-call.
     """
-    endpointer = EndpointerConfig()
+    endpointer = EndpointerConfig(vad=settings.stt_vad)
+    if settings.stt_vad == "silero":
+        try:
+            load_silero()  # a missing model stops the replica now, not a call later
+        except FileNotFoundError as exc:
+            raise SystemExit(f"STT_VAD=silero: {exc}") from None
     embedded = PocketsphinxProvider(model, settings.stt_end_silence_ms, endpointer=endpointer)
     primary: SttProvider
     if settings.stt_provider == "pocketsphinx":
