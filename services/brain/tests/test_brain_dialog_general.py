@@ -9,9 +9,10 @@ import msgspec
 import pytest
 
 from voxcart.brain.dialog import Conversation, Dialog, DialogState, Reply, sample_utterances, vocabulary
-from voxcart.brain.language import spell_digits, spoken_form
+from voxcart.brain.language import catalogue, say_digits, spell_digits, spoken_form
 from voxcart.brain.nlu import INTENTS, score_intents
-from voxcart.brain.phrasing import country_name, say_price
+from voxcart.brain.numbers import digit_runs
+from voxcart.brain.phrasing import country_name, say_price, say_size
 from voxcart.brain.store import FixedClock, SqliteStore
 from voxcart.common.seed import Seed
 
@@ -288,6 +289,37 @@ def test_sample_utterances_cover_every_intent(seed: Seed, store: SqliteStore) ->
     assert set(INTENTS) <= intents | {"unknown"}
     for customer in seed.customers:  # no customer data in a language model
         assert customer.email is None or customer.email.split("@")[0] not in joined
+
+
+def test_sample_utterances_name_every_product_colour_and_size(seed: Seed, store: SqliteStore) -> None:
+    """Whatever the store sells, the language model hears each of its names, aliases, colours and sizes."""
+    joined = "\n".join(sample_utterances(store))
+    for product in seed.products:
+        for name in (product.name, *product.aliases):
+            assert re.search(rf"\b{spoken_form(name)}\b", joined), name
+        for variant in product.variants:
+            for value in (variant.color, variant.size and say_size(variant.size)):
+                assert not value or re.search(rf"\b{spoken_form(value)}\b", joined), value
+
+
+def test_catalogue(seed: Seed, store: SqliteStore) -> None:
+    lists = catalogue(store)
+    assert set(lists) == {"names", "colors", "sizes"}
+    assert all(v == sorted(set(v)) and all(x == spoken_form(x) and x for x in v) for v in lists.values())
+    for product in seed.products:
+        assert {spoken_form(n) for n in (product.name, *product.aliases)} <= set(lists["names"])
+        assert {spoken_form(v.color) for v in product.variants if v.color} <= set(lists["colors"])
+        assert {spoken_form(say_size(v.size)) for v in product.variants if v.size} <= set(lists["sizes"])
+    assert not [s for s in lists["sizes"] if s.startswith("size ") or s in ("m", "s", "l", "os")]
+
+
+@pytest.mark.parametrize("style", range(5))
+def test_say_digits_reads_back(seed: Seed, style: int) -> None:
+    """Every way of saying an order number or ZIP code reads back as the same digits."""
+    for value in [o.number for o in seed.orders] + [c.zip for c in seed.customers if c.zip] + ["10023", "02139"]:
+        assert digit_runs(say_digits(value, style)) == [value], (value, say_digits(value, style))
+    assert say_digits("10023", 1) == "one oh oh two three" and say_digits("10023", 3) == "ten oh two three"
+    assert say_digits("10023", 4) == "ten thousand twenty three" and say_digits("10023", 2) == "one double oh two three"
 
 
 def test_store_without_handoff_number_or_hours(seed: Seed, clock: FixedClock) -> None:

@@ -16,6 +16,7 @@ from voxcart.brain.phrasing import (
     size_phrases,
     split_sentences,
 )
+from voxcart.common.spoken_numbers import number_spans, numbers_to_digits
 
 
 @pytest.mark.parametrize(
@@ -91,3 +92,49 @@ def test_spoken_forms() -> None:
     assert "ten and a half" in size_phrases("10.5") and "twelve ounce" in size_phrases("12 ounce")
     assert join_and(["a"]) == "a" and join_and(["a", "b", "c"]) == "a, b and c" and join_or(["a", "b"]) == "a or b"
     assert split_sentences("Yes. For 3 dollars! Really?") == ["Yes.", "For 3 dollars!", "Really?"]
+
+
+@pytest.mark.parametrize(
+    ("heard", "written"),
+    [
+        ("one zero zero two three", "10023"),
+        ("ten thousand twenty three", "10023"),
+        ("ten oh two three", "10023"),
+        ("my order is one oh oh two three", "my order is 10023"),
+        ("it is one double oh one nine", "it is 10019"),
+        ("size thirty two", "size 32"),
+        ("one hundred and five dollars", "105 dollars"),
+        ("the blue one", "the blue one"),
+        ("one of them", "one of them"),
+        ("size ten", "size ten"),
+        ("two hoodies", "two hoodies"),
+        ("ten and a half", "ten and a half"),
+        ("a hundred dollars", "a hundred dollars"),
+        ("oh okay", "oh okay"),
+        ("oh", "oh"),
+    ],
+)
+def test_numbers_to_digits(heard: str, written: str) -> None:
+    """What the recognizer writes: runs of two or more number words as digits, single number words as words."""
+    words = numbers_to_digits(heard.split())
+    assert " ".join(words) == written
+    assert digit_runs(" ".join(words)) == digit_runs(heard)  # the brain reads the same numbers either way
+
+
+@pytest.mark.parametrize(
+    ("heard", "written"),
+    [
+        ("one", "1"),
+        ("oh", "oh"),
+        ("one zero for two three", "10423"),
+        ("i am looking for my order", "i am looking for my order"),
+    ],
+)
+def test_numbers_to_digits_when_digits_are_expected(heard: str, written: str) -> None:
+    assert " ".join(numbers_to_digits(heard.split(), digits_expected=True)) == written
+
+
+def test_number_spans() -> None:
+    spans = number_spans("i bought two hoodies on order one zero zero two three".split())
+    assert [(s.start, s.end, s.digits, s.number_words) for s in spans] == [(2, 3, "2", 1), (6, 11, "10023", 5)]
+    assert [(s.start, s.end, s.digits) for s in number_spans("pay a hundred and five".split())] == [(1, 5, "105")]

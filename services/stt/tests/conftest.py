@@ -6,13 +6,13 @@ piper 22.05 kHz -> 8 kHz -> μ-law 20 ms frames, framed by digital silence, exac
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
 from voxcart.cli.caller_voice import synthesize_caller
-from voxcart.common.audio import FRAME_BYTES
-from voxcart.stt.recognizer import CallRecognizer, RecognizerEvent, RecognizerModel
+from voxcart.common.audio import FRAME_BYTES, silence_ulaw
+from voxcart.stt.recognizer import CallRecognizer, Catalogue, RecognizerEvent, RecognizerModel
 
 SAMPLES = """\
 where is my order
@@ -135,3 +135,35 @@ def run() -> Callable[[CallRecognizer, Entries], list[RecognizerEvent]]:
 @pytest.fixture(scope="session")
 def key_words() -> list[tuple[str, set[str]]]:
     return KEY_WORDS
+
+
+CATALOGUE = Catalogue(
+    names=("hoodie", "sneakers", "jacket", "shoes", "t-shirt", "jeans"),
+    colors=("blue", "black", "red", "green"),
+    sizes=("small", "medium", "large", "nine", "ten"),
+)
+"""The product answers' vocabulary of this file's shop (names, colours, sizes of EXTRA_WORDS and SAMPLES)."""
+
+
+@pytest.fixture(scope="session")
+def shop_model() -> Iterator[RecognizerModel]:
+    """Like ``model``, with the shop's catalogue: ``listen("product")`` decodes with a product grammar too."""
+    built = RecognizerModel.build(SAMPLES, EXTRA_WORDS, catalogue=CATALOGUE)
+    yield built
+    built.close()
+
+
+@pytest.fixture(scope="session")
+def paused_speech() -> Callable[[Sequence[str], int], bytes]:
+    """``paused_speech(groups, pause_ms)``: the caller saying ``groups`` one after the other, with pauses."""
+    cache: dict[tuple[tuple[str, ...], int], bytes] = {}
+
+    def speak(groups: Sequence[str], pause_ms: int) -> bytes:
+        key = (tuple(groups), pause_ms)
+        if key not in cache:
+            pause = silence_ulaw(pause_ms // 20 * FRAME_BYTES)
+            cache[key] = silence_ulaw(30 * FRAME_BYTES) + pause.join(synthesize_caller(g) for g in groups)
+            cache[key] += silence_ulaw(75 * FRAME_BYTES)
+        return cache[key]
+
+    return speak

@@ -81,3 +81,21 @@ def test_a_provider_that_cannot_start_stops_the_service_with_the_setting_named(
 ) -> None:
     with pytest.raises(SystemExit, match=message):
         build_provider(load_settings(env, env_file=None), model)
+
+
+async def test_the_published_catalogue_gives_the_model_its_product_grammar() -> None:
+    bus = MemoryBus()
+    await bus.hset(
+        keys.LANGUAGE,
+        {
+            "samples": json.dumps(["is the trail hoodie in stock", "yes", "no"]),
+            "words": json.dumps(["hoodie"]),
+            "catalogue": json.dumps({"names": ["trail hoodie"], "colors": ["blue"], "sizes": ["medium"]}),
+            "version": "v1",
+        },
+    )
+    language = await CallerLanguage.wait(bus)
+    assert language.catalogue is not None and language.catalogue.names == ("trail hoodie",)
+    model = await asyncio.to_thread(language.build)
+    assert "trail" in model.vocabulary(model.search_for("product", []))
+    model.close()

@@ -13,6 +13,7 @@ from voxcart.common.settings import Settings
 from voxcart.common.worker import CallContext, CallHandler, Worker
 
 from .dialog import Dialog, sample_utterances, vocabulary
+from .language import catalogue
 from .store import Clock, FixedClock, SqliteStore, demo_seed_path, system_clock
 from .worker import BrainHandler
 
@@ -38,7 +39,7 @@ def build_dialog(settings: Settings) -> Dialog:
             raise SystemExit(f"STORE_TODAY={settings.store_today!r}: expected an ISO date like 2026-11-20") from None
         clock = FixedClock(dt.datetime.combine(day, dt.time(12), ZoneInfo(seed.store.timezone)))
     store = SqliteStore(seed, clock=clock)
-    return Dialog(store)
+    return Dialog(store, min_confidence=settings.brain_min_confidence)
 
 
 async def publish_language(bus: RedisBus, dialog: Dialog) -> str:
@@ -49,8 +50,9 @@ async def publish_language(bus: RedisBus, dialog: Dialog) -> str:
     """
     samples = json.dumps(sample_utterances(dialog.store))
     words = json.dumps(vocabulary(dialog.store))
-    version = hashlib.sha256(f"{samples}\n{words}".encode()).hexdigest()[:16]
-    await bus.hset(keys.LANGUAGE, {"samples": samples, "words": words, "version": version})
+    products = json.dumps(catalogue(dialog.store))
+    version = hashlib.sha256(f"{samples}\n{words}\n{products}".encode()).hexdigest()[:16]
+    await bus.hset(keys.LANGUAGE, {"samples": samples, "words": words, "catalogue": products, "version": version})
     await bus.hset(keys.PHRASES, {"phrases": json.dumps(dialog.stock_phrases()), "version": version})
     return version
 

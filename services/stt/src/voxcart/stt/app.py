@@ -20,6 +20,7 @@ from voxcart.common.worker import CallContext, CallHandler, Worker
 from .embedded import PocketsphinxProvider
 from .endpointer import EndpointerConfig
 from .fallback import FallbackProvider
+from .grammars import Catalogue
 from .provider import ProviderError, SttProvider
 from .recognizer import RecognizerModel
 from .vad import load_silero
@@ -34,12 +35,14 @@ LANGUAGE_POLL_S = 5.0
 
 
 class CallerLanguage:
-    """What callers say, as published by brain: sample sentences, extra words, and a version."""
+    """What callers say, as published by brain: sample sentences, extra words, the product catalogue (names,
+    colours, sizes: the product grammar), and a version."""
 
-    def __init__(self, samples: list[str], words: list[str], version: str) -> None:
+    def __init__(self, samples: list[str], words: list[str], version: str, catalogue: Catalogue | None = None) -> None:
         self.samples = samples
         self.words = words
         self.version = version
+        self.catalogue = catalogue
 
     @classmethod
     async def read(cls, bus: Bus) -> CallerLanguage | None:
@@ -47,7 +50,8 @@ class CallerLanguage:
         if "samples" not in raw:
             return None
         version = raw.get("version", b"").decode() or hashlib.sha256(raw["samples"]).hexdigest()[:16]
-        return cls(json.loads(raw["samples"]), json.loads(raw.get("words", b"[]")), version)
+        products = Catalogue.from_mapping(json.loads(raw["catalogue"])) if "catalogue" in raw else None
+        return cls(json.loads(raw["samples"]), json.loads(raw.get("words", b"[]")), version, products)
 
     @classmethod
     async def wait(cls, bus: Bus) -> CallerLanguage:
@@ -61,7 +65,7 @@ class CallerLanguage:
         return language
 
     def build(self) -> RecognizerModel:
-        return RecognizerModel.build(self.samples, self.words)
+        return RecognizerModel.build(self.samples, self.words, catalogue=self.catalogue)
 
 
 def build_provider(settings: Settings, model: RecognizerModel) -> tuple[SttProvider, PocketsphinxProvider]:

@@ -1,4 +1,4 @@
-"""The embedded provider: PocketSphinx on the worker's shared domain model, one decoder per call.
+"""The embedded provider: PocketSphinx on the worker's shared domain model and its pool of decoders.
 
 Decoding runs on a worker thread (``asyncio.to_thread``), so the event loop (lease renewal, reading) never waits
 behind it. Replay after a checkpoint is exact (see ``recognizer``): the same utterance ids and texts.
@@ -40,13 +40,13 @@ class PocketsphinxCallStt:
 
     @property
     def resume(self) -> str:
-        return self.recognizer.cmn
+        return self.recognizer.resume
 
     def utterance_start_entry(self) -> str | None:
         return self.recognizer.utterance_start_entry()
 
     async def aclose(self) -> None:
-        pass
+        self.recognizer.close()  # an utterance in progress gives its decoders back to the model's pool
 
 
 class PocketsphinxProvider:

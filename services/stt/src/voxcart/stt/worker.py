@@ -1,7 +1,8 @@
 """The stt worker: caller audio in, ``speech.started`` / ``transcript.partial`` / ``transcript.final`` out.
 
 Invariants:
-- One persistent decoder per call (its cepstral normalization warms up over the call).
+- A call's recognizer state between utterances is small (the cepstral mean, the expectation): decoders are
+  pooled per worker and lent to an utterance, so memory grows with the callers speaking, not the calls open.
 - The checkpoint moves only at utterance boundaries (a final, a discarded noise burst, or a quiet stretch
   between utterances), because a decoder's state cannot be saved: a replica that takes the call over replays
   the audio after the checkpoint into a fresh recognizer and reproduces the same utterance ids.
