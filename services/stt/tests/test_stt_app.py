@@ -97,5 +97,6 @@ async def test_the_published_catalogue_gives_the_model_its_product_grammar() -> 
     language = await CallerLanguage.wait(bus)
     assert language.catalogue is not None and language.catalogue.names == ("trail hoodie",)
     model = await asyncio.to_thread(language.build)
-    assert "trail" in model.vocabulary(model.search_for("product", []))
+    search = model.search_for("product", [])
+    assert search is not None and "trail" in model.vocabulary(search)
     model.close()
