@@ -30,8 +30,10 @@ class Final:
 
     Attributes:
         utterance_id: ``<call_sid>:<first entry id>``.
-        text: lower-case words, digits spelled out.
-        confidence: mean posterior probability of the words (from the decoder's lattice), 0..1.
+        text: lower-case words; spoken numbers of two or more number words as digits ("order 10023",
+            "size 32"), a lone number word kept ("the blue one", "size ten").
+        confidence: 0..1, how sure the provider is (PocketSphinx: calibrated from the LM and acoustic scores,
+            out-of-domain speech ~0.2; Deepgram: its own; faster-whisper: exp of the mean log-probability).
         first_voiced_arrived: arrival (epoch ms) of the first voiced frame.
         last_voiced_arrived: arrival (epoch ms) of the last voiced frame: turn latency starts here.
         endpointed_at: when the end-of-speech silence was complete (clock ms).
