@@ -1,4 +1,4 @@
-"""The ``voxcart`` command: ``up``, ``serve``, ``call``, ``demo``."""
+"""The ``voxcart`` command: ``up``, ``serve``, ``call``, ``demo``, ``bench speech``."""
 
 from __future__ import annotations
 
@@ -88,6 +88,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stack.stop()
 
 
+def cmd_bench_speech(args: argparse.Namespace) -> int:
+    from .bench.speech import main as bench_speech
+
+    return bench_speech(args.json, quick=args.quick, repeat=args.repeat)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voxcart", description="An open-source voice agent for shops.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--log", default="voxcart-demo.log", help="where the services' logs go")
         p.set_defaults(func=func)
+
+    bench = sub.add_parser("bench", help="measure voxcart's components on this machine")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    speech = bench_sub.add_parser(
+        "speech",
+        help="speech recognition and synthesis on a phone line: accuracy, noise, latency, memory",
+        description="In-domain caller speech (clean and noisy), real recorded speech (Debian's Asterisk prompts; "
+        "install them with scripts/speech-data.sh), and performance. Prints a table; --json writes everything.",
+    )
+    speech.add_argument("--json", metavar="FILE", default=None, help="also write the full result as JSON")
+    speech.add_argument("--quick", action="store_true", help="a small subset of everything (seconds, not minutes)")
+    speech.add_argument(
+        "--repeat", type=int, default=1, metavar="N", help="speak each in-domain sentence N times (1..10), varied"
+    )
+    speech.set_defaults(func=cmd_bench_speech)
     return parser
 
 
