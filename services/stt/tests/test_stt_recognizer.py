@@ -122,6 +122,19 @@ def test_yes_no_hears_an_answer_and_anything_else(
     assert other[0].confidence >= MIN_CONFIDENCE
 
 
+@pytest.mark.parametrize("expect", ["yes_no", "digits", "product"])
+@pytest.mark.parametrize("said", ["goodbye", "that's all thanks"])
+def test_a_narrow_expectation_never_invents_an_answer(
+    shop_model: RecognizerModel, speech: Speech, to_entries: ToEntries, run: Run, expect: str, said: str
+) -> None:
+    """A caller who ends the call instead of answering is heard as such, not forced into the grammar ("uh
+    right" for "goodbye" under yes/no, "00 thanks" under digits)."""
+    free = _say(CallRecognizer(shop_model, "CAfree"), to_entries(speech(said)), run)
+    narrow = _say(CallRecognizer(shop_model, "CAnarrow"), to_entries(speech(said)), run, expect)
+    assert [f.text for f in narrow] == [f.text for f in free]
+    assert "goodbye" in narrow[0].text or "all" in narrow[0].text
+
+
 @pytest.mark.parametrize("answer", ["size nine", "the black one", "medium please", "the red jacket in large"])
 def test_product_answers(
     shop_model: RecognizerModel, speech: Speech, to_entries: ToEntries, run: Run, answer: str

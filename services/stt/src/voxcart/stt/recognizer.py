@@ -89,6 +89,7 @@ from voxcart.common.events import Expect, now_ms
 from voxcart.common.spoken_numbers import NUMBER_WORDS, numbers_to_digits
 from voxcart.stt.endpointer import EndpointerConfig, Frame, VadEndpointer
 from voxcart.stt.grammars import (
+    CARRIER_WORDS,
     DIGITS,
     GRAMMAR_PHRASES,
     PRODUCT,
@@ -593,6 +594,10 @@ class CallRecognizer:
             return [], 0.0, "lm"
         coherence = COHERENCE_WEIGHT * (self._coherence(lm.words) - COHERENCE_MIDPOINT)
         lm_z = coherence + ACOUSTIC_WEIGHT * (lm.score - ACOUSTIC_MIDPOINT)
+        if grammar is not None and lm_z > 0 and not any(w in vocabulary and w not in CARRIER_WORDS for w in lm.words):
+            # the LM heard, confidently, a sentence without one word the grammar is about ("goodbye" or "that's
+            # all thanks" to a yes/no question): forcing it into the grammar would invent an answer ("uh right")
+            return lm.words, round(_logistic(lm_z), 4), "lm"
         if grammar is not None and grammar.words and grammar.score >= lm.score - GRAMMAR_MARGIN:
             # the LM heard, as well or better, a confident sentence of other words ("what's your return policy"
             # to a yes/no question): the grammar only forced the audio into its phrases
