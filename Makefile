@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: demo test bootstrap lint typecheck unit e2e up
+.PHONY: demo test bootstrap lint typecheck unit e2e up bench-speech
 
 demo: bootstrap ## start the whole stack on embedded defaults and place a simulated call
 	uv run voxcart demo
@@ -28,3 +28,7 @@ e2e: bootstrap
 
 up: bootstrap
 	uv run voxcart up
+
+bench-speech: bootstrap ## speech accuracy and speed (installs Debian's Asterisk prompts for the real-speech part)
+	bash scripts/speech-data.sh
+	uv run voxcart bench speech --json bench-speech.json
