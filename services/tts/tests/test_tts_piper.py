@@ -6,6 +6,7 @@ import hashlib
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,14 @@ from voxcart.tts.piper import (
     VoiceIntegrityError,
     load_piper_voice,
 )
-from voxcart.tts.synth import Synthesizer
+from voxcart.tts.synth import SynthesisStream, Synthesizer
 
 PROMPT = "Thanks for calling. Your order one two three four five shipped yesterday and arrives Friday."  # speech.md §2
 ONE_SENTENCE = "Your order one two three four five shipped yesterday and it should arrive on Friday afternoon."
 LONG = " ".join(["This is a long reply that goes on for a while, so that it can be interrupted."] * 6)
+
+CancelAfter = Callable[[Callable[..., SynthesisStream], str, int], tuple[list[bytes], SynthesisStream]]
+TimedStream = Callable[[Callable[..., SynthesisStream], str], tuple[SynthesisStream, list[bytes], float]]
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +79,14 @@ def test_chunks_are_whole_frames_at_phone_level(synth: PiperSynthesizer) -> None
     assert np.abs(ulaw_to_pcm16(audio)).max() < 30000  # clear of clipping after resampling
 
 
-def test_time_to_first_chunk_and_rtf(synth: PiperSynthesizer) -> None:
+def test_time_to_first_chunk_and_rtf(synth: PiperSynthesizer, timed_stream: TimedStream) -> None:
     """Streamed sentence by sentence: the first chunk leaves before the engine has done the whole text."""
     report = []
     for text in (PROMPT, ONE_SENTENCE):
         ttfc, rtf = [], []
         for _ in range(3):
-            stream = synth.synthesize(text)
-            start = time.perf_counter()
-            chunks = list(stream)
-            rtf.append((time.perf_counter() - start) / _seconds(chunks))
+            stream, chunks, factor = timed_stream(synth.synthesize, text)
+            rtf.append(factor)
             ttfc.append(stream.stats.time_to_first_chunk or 0.0)
             assert stream.stats.engine_completed and not stream.stats.cancelled
             assert stream.stats.chunks == len(chunks) and stream.stats.audio_bytes == sum(map(len, chunks))
@@ -127,24 +129,16 @@ def test_empty_text_has_no_chunks(synth: PiperSynthesizer) -> None:
     assert list(stream) == [] and stream.stats.engine_completed
 
 
-def test_cancel_stops_between_chunks_and_stops_the_engine(synth: PiperSynthesizer) -> None:
-    cancel = threading.Event()
-    stream = synth.synthesize(LONG, cancel)
-    got = []
-    for chunk in stream:
-        got.append(chunk)
-        if len(got) == 3:
-            cancel.set()
+def test_cancel_stops_between_chunks_and_stops_the_engine(synth: PiperSynthesizer, cancel_after: CancelAfter) -> None:
+    got, stream = cancel_after(synth.synthesize, LONG, 3)
     assert len(got) == 3
     assert stream.stats.cancelled and not stream.stats.engine_completed
     assert not _piper_threads()
 
 
-def test_cancel_set_before_start_yields_nothing(synth: PiperSynthesizer) -> None:
-    cancel = threading.Event()
-    cancel.set()
-    stream = synth.synthesize(PROMPT, cancel)
-    assert list(stream) == [] and stream.stats.cancelled
+def test_cancel_set_before_start_yields_nothing(synth: PiperSynthesizer, cancel_after: CancelAfter) -> None:
+    got, stream = cancel_after(synth.synthesize, PROMPT, 0)
+    assert got == [] and stream.stats.cancelled
 
 
 def test_close_terminates_the_inference_in_progress(synth: PiperSynthesizer) -> None:

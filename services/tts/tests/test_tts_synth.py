@@ -5,16 +5,20 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from voxcart.common.audio import FRAME_BYTES, SAMPLE_RATE, ulaw_rms, ulaw_to_pcm16
 from voxcart.tts.espeak import EspeakError, VoiceSettings
-from voxcart.tts.synth import EspeakSynthesizer, SynthesisError, Synthesizer
+from voxcart.tts.synth import EspeakSynthesizer, SynthesisError, SynthesisStream, Synthesizer
 
 SENTENCE = "Thanks for calling. Your order shipped yesterday and arrives on Friday."
 LONG = " ".join(["This is a long reply that goes on for a while, so that it can be interrupted."] * 8)
 QUIET = 50.0  # μ-law rms (int16 units) below which a stretch counts as silence
+
+CancelAfter = Callable[[Callable[..., SynthesisStream], str, int], tuple[list[bytes], SynthesisStream]]
+TimedStream = Callable[[Callable[..., SynthesisStream], str], tuple[SynthesisStream, list[bytes], float]]
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +61,11 @@ def test_leading_silence_is_trimmed_and_tail_is_fixed() -> None:
     assert 195 <= gap_ms <= 225, gap_ms  # 200 ms tail, plus padding of the last chunk to a whole 20 ms frame
 
 
-def test_time_to_first_chunk_and_rtf(synth: EspeakSynthesizer) -> None:
+def test_time_to_first_chunk_and_rtf(synth: EspeakSynthesizer, timed_stream: TimedStream) -> None:
     ttfc, rtf = [], []
     for _ in range(5):
-        stream = synth.synthesize(LONG)
-        start = time.perf_counter()
-        chunks = list(stream)
-        rtf.append((time.perf_counter() - start) / _seconds(chunks))
+        stream, chunks, factor = timed_stream(synth.synthesize, LONG)
+        rtf.append(factor)
         ttfc.append(stream.stats.time_to_first_chunk or 0.0)
         # streamed: the first chunk left before the engine had synthesized the whole text
         assert stream.stats.first_chunk_at is not None and stream.stats.engine_done_at is not None
@@ -74,25 +76,17 @@ def test_time_to_first_chunk_and_rtf(synth: EspeakSynthesizer) -> None:
     assert max(ttfc) < 0.5 and max(rtf) < 0.1  # loose: the machine may be busy
 
 
-def test_cancel_stops_between_chunks_and_stops_the_engine(synth: EspeakSynthesizer) -> None:
+def test_cancel_stops_between_chunks_and_stops_the_engine(synth: EspeakSynthesizer, cancel_after: CancelAfter) -> None:
     full = len(list(synth.synthesize(LONG)))
-    cancel = threading.Event()
-    stream = synth.synthesize(LONG, cancel)
-    got = []
-    for chunk in stream:
-        got.append(chunk)
-        if len(got) == 3:
-            cancel.set()
+    got, stream = cancel_after(synth.synthesize, LONG, 3)
     assert len(got) == 3 < full
     assert stream.stats.cancelled and not stream.stats.engine_completed
     assert not _engine_threads()
 
 
-def test_cancel_set_before_start_yields_nothing(synth: EspeakSynthesizer) -> None:
-    cancel = threading.Event()
-    cancel.set()
-    stream = synth.synthesize(SENTENCE, cancel)
-    assert list(stream) == [] and stream.stats.cancelled
+def test_cancel_set_before_start_yields_nothing(synth: EspeakSynthesizer, cancel_after: CancelAfter) -> None:
+    got, stream = cancel_after(synth.synthesize, SENTENCE, 0)
+    assert got == [] and stream.stats.cancelled
 
 
 def test_close_and_drop_release_the_engine(synth: EspeakSynthesizer) -> None:

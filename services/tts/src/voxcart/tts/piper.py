@@ -15,7 +15,7 @@ This module is the one place that locates and verifies the joe voice; the simula
 (``voxcart.cli.caller_voice``) loads it through :func:`load_joe_voice` too, with its own synthesis settings.
 
 Invariants of every stream :meth:`PiperSynthesizer.synthesize` returns (the same as
-:class:`~voxcart.tts.synth.EspeakSynthesizer`'s):
+:class:`~voxcart.tts.synth.EspeakSynthesizer`'s, from the same :class:`~voxcart.tts.stream.ChunkStreamer`):
 
 * chunks are μ-law 8 kHz bytes, each ``chunk_ms`` long (whole 20 ms frames); only the last may be shorter,
   and it is padded with μ-law silence to a whole frame;
@@ -35,11 +35,8 @@ import hashlib
 import importlib.resources
 import json
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +46,9 @@ import onnxruntime
 from piper import PiperVoice
 from piper.config import PiperConfig
 
-from voxcart.common.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, Resampler, pcm16_to_ulaw, silence_ulaw
-from voxcart.tts.synth import CancelToken, SynthesisError, SynthesisStats, SynthesisStream, espeak_normalize
+from voxcart.common.audio import SAMPLE_RATE, Resampler, pcm16_to_ulaw
+from voxcart.tts.stream import CancelToken, ChunkStreamer, EngineRun, SynthesisStream
+from voxcart.tts.synth import espeak_normalize
 
 __all__ = [
     "JOE_CONFIG_MD5",
@@ -204,12 +202,6 @@ def load_piper_voice(path: str | Path | None = None, sha256: str = "", *, thread
     return _load(model, weights, config, _read(config), threads)
 
 
-@dataclass(frozen=True, slots=True)
-class _Finished:
-    completed: bool
-    error: BaseException | None
-
-
 class PiperSynthesizer:
     """The natural embedded synthesizer: piper, resampled 22050 -> 8000 Hz (soxr HQ), μ-law encoded.
 
@@ -229,7 +221,7 @@ class PiperSynthesizer:
         lookahead_sentences: how many synthesized sentences may wait for the consumer.
         normalize: text rewriting before synthesis (default: :func:`~voxcart.tts.synth.espeak_normalize`,
             since piper phonemizes with espeak-ng); None to speak the text as given.
-        stall_timeout_s: give up (:class:`~voxcart.tts.synth.SynthesisError`) when the consumer takes no audio
+        stall_timeout_s: give up (:class:`~voxcart.tts.stream.SynthesisError`) when the consumer takes no audio
             for this long while the engine waits on it.
         max_chars: longest accepted text.
 
@@ -256,8 +248,6 @@ class PiperSynthesizer:
         stall_timeout_s: float = 10.0,
         max_chars: int = 10_000,
     ) -> None:
-        if chunk_ms <= 0 or chunk_ms % FRAME_MS:
-            raise ValueError(f"PiperSynthesizer chunk_ms: expected a positive multiple of {FRAME_MS}, got {chunk_ms}")
         if not 0.25 <= speed <= 4.0:
             raise ValueError(f"PiperSynthesizer speed: expected 0.25..4.0, got {speed}")
         if not 0.0 < volume <= 1.0:
@@ -270,15 +260,21 @@ class PiperSynthesizer:
                 f"PiperSynthesizer: lead_ms/tail_ms must be >= 0 and lookahead_sentences >= 1, got "
                 f"{lead_ms}/{tail_ms}/{lookahead_sentences}"
             )
-        if stall_timeout_s <= 0 or max_chars <= 0:
-            raise ValueError(
-                f"PiperSynthesizer: stall_timeout_s and max_chars must be > 0 ({stall_timeout_s}, {max_chars})"
-            )
+        self._stream: ChunkStreamer[bytes] = ChunkStreamer(
+            "PiperSynthesizer",
+            engine="piper",
+            thread_name="voxcart-tts-piper",
+            chunk_ms=chunk_ms,
+            lookahead=lookahead_sentences,
+            normalize=normalize,
+            stall_timeout_s=stall_timeout_s,
+            max_chars=max_chars,
+        )
         self.voice = voice
         config = voice.config
         self.sample_rate: int = config.sample_rate
         """The voice's own sample rate (22050 Hz for medium voices)."""
-        self.chunk_bytes = SAMPLE_RATE * chunk_ms // 1000
+        self.chunk_bytes = self._stream.chunk_bytes
         """μ-law bytes per chunk (800 for 100 ms)."""
         self._scales = np.array(
             [
@@ -290,10 +286,6 @@ class PiperSynthesizer:
         )
         self._volume = volume
         self._lead, self._tail = self.sample_rate * lead_ms // 1000, self.sample_rate * tail_ms // 1000
-        self._lookahead = lookahead_sentences
-        self._normalize = normalize
-        self._stall_timeout = stall_timeout_s
-        self._max_chars = max_chars
 
     @classmethod
     def from_file(
@@ -316,158 +308,14 @@ class PiperSynthesizer:
             cancel: checked before every chunk and before every sentence; stops the inference in progress.
 
         Returns:
-            A :class:`~voxcart.tts.synth.SynthesisStream` of μ-law 8 kHz chunks.
+            A :class:`~voxcart.tts.stream.SynthesisStream` of μ-law 8 kHz chunks.
 
         Raises:
             TypeError: ``text`` is not a str.
             ValueError: ``text`` is longer than ``max_chars``.
             SynthesisError: (while iterating) the engine failed or the consumer stalled.
         """
-        if not isinstance(text, str):
-            raise TypeError(f"PiperSynthesizer.synthesize: text must be str, got {type(text).__name__}")
-        if len(text) > self._max_chars:
-            raise ValueError(f"PiperSynthesizer.synthesize: text has {len(text)} characters, max {self._max_chars}")
-        spoken = self._normalize(text) if self._normalize is not None else text
-        stats = SynthesisStats()
-        return SynthesisStream(self._chunks(spoken, cancel, stats), stats)
-
-    def _chunks(self, text: str, cancel: CancelToken | None, stats: SynthesisStats) -> Generator[bytes, None, None]:
-        stats.started_at = time.perf_counter()
-        if not text.strip():
-            stats.engine_completed = True
-            return
-        sentences: queue.Queue[bytes | _Finished] = queue.Queue(self._lookahead)
-        stop = threading.Event()
-        run_options = onnxruntime.RunOptions()
-        outcome: list[_Finished] = []  # the producer's result, also kept here in case the queue stays full
-        producer = threading.Thread(
-            target=self._produce,
-            args=(text, sentences, outcome, stop, run_options, cancel, stats),
-            name="voxcart-tts-piper",
-            daemon=True,
-        )
-        pending = bytearray()
-
-        def cancelled() -> bool:
-            if cancel is not None and cancel.is_set():
-                stats.cancelled = True
-            return stats.cancelled
-
-        def take(n: int) -> bytes:
-            chunk = bytes(pending[:n])
-            del pending[:n]
-            stats.chunks += 1
-            stats.audio_bytes += len(chunk)
-            if stats.first_chunk_at is None:
-                stats.first_chunk_at = time.perf_counter()
-            return chunk
-
-        producer.start()
-        try:
-            while True:
-                if cancelled():
-                    return
-                try:
-                    item = sentences.get(timeout=0.05)
-                except queue.Empty:
-                    if producer.is_alive():
-                        continue
-                    try:  # it may have queued its last items just before it ended
-                        item = sentences.get_nowait()
-                    except queue.Empty:
-                        item = outcome[0] if outcome else _Finished(False, SynthesisError("piper thread died"))
-                if isinstance(item, _Finished):
-                    break
-                pending += item
-                while len(pending) >= self.chunk_bytes:
-                    if cancelled():
-                        return
-                    yield take(self.chunk_bytes)
-            if item.error is not None:
-                raise SynthesisError(f"piper failed on {len(text)} characters of text: {item.error}") from item.error
-            if not item.completed:  # stopped, not finished
-                cancelled()
-                return
-            if len(pending) % FRAME_BYTES:
-                pending += silence_ulaw(FRAME_BYTES - len(pending) % FRAME_BYTES)
-            while pending:
-                if cancelled():
-                    return
-                yield take(min(self.chunk_bytes, len(pending)))
-        finally:
-            stop.set()
-            run_options.terminate = True  # an inference in progress ends at its next node
-            while True:  # unblock a producer waiting on a full queue
-                try:
-                    sentences.get_nowait()
-                except queue.Empty:
-                    break
-            if producer is not threading.current_thread():
-                producer.join(timeout=1.0)
-
-    def _produce(
-        self,
-        text: str,
-        sentences: queue.Queue[bytes | _Finished],
-        outcome: list[_Finished],
-        stop: threading.Event,
-        run_options: onnxruntime.RunOptions,
-        cancel: CancelToken | None,
-        stats: SynthesisStats,
-    ) -> None:
-        """The producer thread: one inference per sentence, queued as μ-law; always ends with one ``_Finished``."""
-        stalled = False
-
-        def halted() -> bool:
-            return stop.is_set() or (cancel is not None and cancel.is_set())
-
-        def put(item: bytes) -> bool:
-            nonlocal stalled
-            deadline = time.monotonic() + self._stall_timeout
-            while not halted():
-                try:
-                    sentences.put(item, timeout=0.05)
-                    return True
-                except queue.Full:
-                    if time.monotonic() > deadline:
-                        stalled = True
-                        return False
-            return False
-
-        completed = False
-        error: BaseException | None = None
-        try:
-            for phonemes in self.voice.phonemize(text):
-                if halted():
-                    break
-                if not phonemes:
-                    continue
-                audio = self._infer(self.voice.phonemes_to_ids(phonemes), run_options)
-                if halted():
-                    break
-                pcm = self._shape(audio)
-                if pcm is None:  # nothing audible in this sentence
-                    continue
-                pcm8k = Resampler(self.sample_rate, SAMPLE_RATE, quality="HQ").process(pcm, last=True)
-                if not put(pcm16_to_ulaw(pcm8k)):
-                    break
-            else:
-                completed = True
-        except BaseException as exc:  # noqa: B036 - handed to the consumer thread, which re-raises it
-            if not halted():  # a terminated inference raises too: that is a stop, not a failure
-                error = exc
-        stats.engine_done_at = time.perf_counter()
-        stats.engine_completed = completed
-        if stalled:
-            error = SynthesisError(f"consumer took no audio for {self._stall_timeout} s; synthesis abandoned")
-        outcome.append(_Finished(completed, error))
-        deadline = time.monotonic() + self._stall_timeout
-        while not stop.is_set() and time.monotonic() < deadline:  # wake a waiting consumer
-            try:
-                sentences.put(outcome[0], timeout=0.05)
-                return
-            except queue.Full:
-                continue
+        return self._stream.open(text, cancel, lambda spoken: _PiperRun(self, spoken))
 
     def _infer(self, phoneme_ids: list[int], run_options: onnxruntime.RunOptions) -> Float32Array:
         """One sentence through the model (piper's ``phoneme_ids_to_audio``, with ``run_options`` to stop it)."""
@@ -494,3 +342,44 @@ class PiperSynthesizer:
             return None
         body = pcm[max(0, int(loud[0]) - self._lead) : int(loud[-1]) + 1]
         return np.concatenate([body, np.zeros(self._tail, dtype=np.int16)])
+
+
+class _PiperRun(EngineRun[bytes]):
+    """One text through piper: a sentence per inference, shaped and resampled on the producer thread.
+
+    Its blocks are whole sentences, already μ-law; :meth:`stop` terminates the inference in progress.
+    """
+
+    def __init__(self, synth: PiperSynthesizer, text: str) -> None:
+        self._synth, self._text = synth, text
+        self._options = onnxruntime.RunOptions()
+        self.subject = f"{len(text)} characters of text"
+
+    def produce(self, put: Callable[[bytes], bool], halted: Callable[[], bool]) -> bool:
+        synth, voice = self._synth, self._synth.voice
+        try:
+            for phonemes in voice.phonemize(self._text):
+                if halted():
+                    return False
+                if not phonemes:
+                    continue
+                audio = synth._infer(voice.phonemes_to_ids(phonemes), self._options)
+                if halted():
+                    return False
+                pcm = synth._shape(audio)
+                if pcm is None:  # nothing audible in this sentence
+                    continue
+                pcm8k = Resampler(synth.sample_rate, SAMPLE_RATE, quality="HQ").process(pcm, last=True)
+                if not put(pcm16_to_ulaw(pcm8k)):
+                    return False
+        except BaseException:
+            if halted():  # a terminated inference raises too: that is a stop, not a failure
+                return False
+            raise
+        return True
+
+    def encode(self, block: bytes) -> bytes:
+        return block
+
+    def stop(self) -> None:
+        self._options.terminate = True  # an inference in progress ends at its next node
