@@ -152,3 +152,18 @@ def test_model_builds_fast_and_decoders_load_it(tmp_path: Path) -> None:
     assert not lm_dir.exists()
     with pytest.raises(RuntimeError, match="closed"):
         model.new_decoder()
+
+
+def test_a_large_combinatorial_corpus_builds_fast_and_stays_small() -> None:
+    """The brain's samples run to ~1,200 sentences of openers x lead-ins x requests: built at start, in budget."""
+    openers = ["", "um", "hi", "so", "yeah"]
+    lead_ins = ["i want to", "i would like to", "can i", "i am calling to", "i was wondering if i could"]
+    requests = [f"{verb} my {thing}" for verb in ("check on", "return", "cancel") for thing in ("order", "jacket")]
+    sentences = [f"{o} {li} {r}".strip() for o in openers for li in lead_ins for r in requests]
+    sentences += [f"order {n}" for n in range(10000, 10400)]
+    started = time.perf_counter()
+    lm = build_domain_lm(sentences)
+    assert time.perf_counter() - started < 3.0
+    assert lm.sentences >= len(sentences)
+    assert "wondering" in lm.words and len(lm.words) < 60
+    assert len(lm.arpa) < 400_000

@@ -3,6 +3,14 @@
 Recognizers narrow their search with these (a pocketsphinx domain language model is built from
 :func:`sample_utterances`; :func:`vocabulary` lists the words and phrases it must know).
 
+Callers say the same requests in endless ways, so besides the templates the samples hold requests built from
+parts (an opener, a lead-in, a request: "um i was wondering if you could look up order ...", "i would like to
+exchange it because it is too small") and, once each, a backbone of everyday spoken English ("i do not know",
+"because", "i bought it last week"), so that words and turns no template has still exist in the LM. None of
+them are taken from any test corpus. Measured (piper caller, 8 kHz μ-law, demo store, ``voxcart bench speech``'s
+clean in-domain sentences): WER on phrasings not in the samples 21.2 % -> 12.3 %, on those in them 4.3 % ->
+3.3 %; 1176 samples instead of 464, the decoder of a speaking call 9.3 MB instead of 9.0 MB.
+
 Invariants: both are deterministic functions of the store (same store, same lists, same order); all text is
 lower-case words without punctuation (hyphens become spaces, digits are spelled out, contractions written
 out: recognizers add the contracted forms themselves) -- the form a recognizer produces; every intent of
@@ -194,6 +202,9 @@ def sample_utterances(store: Store, *, per_template: int = 3) -> list[str]:
     for template in _TEMPLATES:
         add(template)
     out.extend(_PHRASINGS)
+    for template in _combined_phrasings():
+        add(template, 1)
+    out.extend(_BACKBONE)
     for product in products:
         for i, name in enumerate(_names(product)):
             out.append(f"do you have the {name} in stock" if i % 2 == 0 else f"i am looking for the {name}")
@@ -209,6 +220,133 @@ def sample_utterances(store: Store, *, per_template: int = 3) -> list[str]:
         out.append(f"how much is {normalize(option.method)} shipping")
     return list(dict.fromkeys(s for s in out if s))
 
+
+def _combined_phrasings() -> list[str]:
+    """Caller requests built from parts: an opener, a lead-in and a request, (slotted) templates.
+
+    Every request is said with several lead-ins and openers (cycled, not the full product, to keep the LM small),
+    so the LM knows how callers wrap a request ("um i was wondering if you could", "hi i am calling to") around
+    any of them, not only around the ones a template happens to pair.
+    """
+    out: list[str] = []
+    openers = itertools.cycle(_OPENERS)
+    for requests, lead_ins in ((_ACTIONS, _ACTION_LEAD_INS), (_QUESTIONS, _QUESTION_LEAD_INS)):
+        leads = itertools.cycle(lead_ins)
+        for request in requests:
+            out.append(request)
+            for _ in range(_LEAD_INS_PER_REQUEST):
+                out.append(f"{next(openers)} {next(leads)} {request}".strip())
+    reasons = itertools.cycle(_REASONS)
+    for clause in _REASON_CLAUSES:
+        for _ in range(3):
+            out.append(f"{clause} {next(reasons)}".strip())
+    for reason in _REASONS:
+        out.append(reason)
+    return out
+
+
+_LEAD_INS_PER_REQUEST: Final = 4
+_OPENERS: Final = [
+    "", "um", "uh", "hi", "hello", "yeah", "so", "okay so", "hi um", "hey", "well", "yes", "hi there", "uh yeah",
+    "good morning", "sorry", "um so", "oh",
+]  # fmt: skip
+_ACTION_LEAD_INS: Final = [
+    "i am calling to", "i would like to", "i want to", "i need to", "i was wondering if i could", "can i",
+    "could i", "i am trying to", "i just wanted to", "i was hoping to", "i am calling because i want to",
+    "i was calling to", "is it possible to", "how do i", "how can i", "i would love to", "i wanted to",
+    "please help me", "can you help me", "i have to",
+]  # fmt: skip
+_ACTIONS: Final = [
+    # orders
+    "check on my order", "check on order {number}", "check the status of my order", "find out where my order is",
+    "get an update on my order", "get an update on order {number}", "ask about my order", "ask about order {number}",
+    "follow up on my order", "follow up on order {number}", "track my order", "track order {number}",
+    "find my package", "see when my order will get here", "know when order {number} will arrive",
+    # returns and exchanges
+    "return the {product}", "return my {product}", "return a {product}", "send back the {product}",
+    "send the {product} back", "return something", "return an order", "return order {number}",
+    "exchange the {product}", "exchange my {product} for a {size}", "get a refund", "get a refund for the {product}",
+    "get my money back", "start a return", "swap the {product} for another size",
+    # cancel and changes
+    "cancel my order", "cancel order {number}", "cancel the {product}", "cancel the order i placed",
+    "change my order", "change order {number}", "change my address", "change the shipping address",
+    "update my address", "update my shipping address", "update my order", "change the delivery address on my order",
+    # products
+    "buy the {product}", "buy a {variant}", "order the {variant}", "order a {product} in {size}",
+    "get the {product} in {color}", "find a {product}", "ask about the {product}",
+    "find out if you have the {product} in {size}", "find out if the {product} comes in {color}",
+    "find out how much the {product} costs",
+    # people and policies
+    "talk to someone", "talk to a person", "speak to a representative", "speak with someone",
+    "speak to a manager", "ask about your return policy", "ask about shipping", "ask a question",
+    "know your hours",
+]  # fmt: skip
+_QUESTION_LEAD_INS: Final = [
+    "can you", "could you", "would you", "can you please", "could you please", "i was wondering if you could",
+    "is there any way you could", "i need you to", "i would like you to", "do you think you could",
+]  # fmt: skip
+_QUESTIONS: Final = [
+    "check on my order", "look up my order", "look up order {number}", "tell me where my order is",
+    "tell me when order {number} will arrive", "check the status of order {number}", "cancel order {number}",
+    "cancel my order", "help me return the {product}", "help me with a return", "send me a new one",
+    "send me the right size", "send it to my new address", "change the address on my order",
+    "transfer me to a person", "put me through to someone", "tell me your return policy",
+    "tell me how much shipping is", "tell me if the {product} is in stock", "check if you have the {product}",
+    "check if the {variant} is in stock in {size}", "tell me what colors the {product} comes in",
+    "repeat that", "say that again", "help me",
+]  # fmt: skip
+_REASON_CLAUSES: Final = [
+    "i want to return it because", "i need to send it back because", "i would like to exchange it because",
+    "", "the problem is", "i think", "it is just that", "well",
+]  # fmt: skip
+_REASONS: Final = [
+    "it is too small", "it is too big", "they are too small", "they are too big", "it does not fit",
+    "they do not fit", "it is the wrong size", "i got the wrong size", "i ordered the wrong size",
+    "it is the wrong color", "it came damaged", "it was damaged", "it is broken", "i do not like it",
+    "i do not need it anymore", "i changed my mind", "it was a gift", "it is not what i ordered",
+    "it looks different from the picture", "the size runs small", "the size runs large", "it never arrived",
+]  # fmt: skip
+
+_BACKBONE: Final = [
+    # everyday conversation: the most frequent spoken-English words and turns, so that words outside the
+    # templates ("because", "bought", "stuff", "moved") exist in the LM, with little weight
+    "i think so", "i do not think so", "i do not know", "i am not sure", "i guess so", "let me see",
+    "let me check", "hold on a second", "one second please", "just a minute", "wait a minute", "okay that is fine",
+    "that is fine", "that is good", "that sounds good", "that would be great", "that works for me", "all right",
+    "oh okay", "oh i see", "i see", "got it", "okay got it", "perfect", "great thanks", "awesome thank you",
+    "no problem", "no worries", "sorry about that", "sorry i did not hear you", "i mean", "you know what",
+    "i bought it last week", "i bought them a few days ago", "i bought a new pair", "a pair of them",
+    "i got it yesterday", "it came yesterday", "it came today", "it just came", "i moved last month",
+    "i just moved", "i have a new address", "all my stuff", "some of my stuff", "i have some stuff to send back",
+    "my son", "my daughter", "my wife", "my husband", "for my friend", "it was for my mom",
+    "because it is late", "because i need it", "because i am not home", "because i was not home",
+    "so what do i do now", "what do i do", "what should i do", "what happens now", "what happens next",
+    "how does that work", "how long will that take", "is that okay", "is that possible", "is that right",
+    "that is not right", "that is not what i said", "that is not it", "no not that one", "the other one",
+    "this one", "that one", "the first one", "the second one", "the last one", "the same one", "a different one",
+    "i want that one", "i do not want it", "i do not need that", "i want it",
+    "i like it", "i really like it", "i love it", "really", "really good", "very much", "a lot", "a little",
+    "too much", "not too bad", "pretty good", "it is fine", "it is okay", "that is great", "good good",
+    "can you hear me", "are you there", "hello are you there", "i can not hear you", "you are breaking up",
+    "i already did that", "i already told you", "i tried that", "i still need help", "never mind",
+    "forget it", "it does not matter", "it is okay", "maybe later", "maybe", "probably", "i think that is it",
+    "that is about it", "anything else", "nothing else", "something else", "one more thing", "also",
+    "and also", "oh and", "but", "or", "if", "when", "then", "again", "still", "already", "soon", "today",
+    "tomorrow", "yesterday", "next week", "last week", "right now", "as soon as possible",
+    "how much will it cost", "what is the charge",
+    "what is the policy", "what about", "how about", "what if", "why", "why not", "how come", "where",
+    "who", "which one", "what kind", "how many", "how long", "what time", "what day", "what was that",
+    "you said", "you told me", "they told me", "he said", "she said", "we need", "we want", "they want",
+    "it says", "the website says", "the email says", "on the website", "in the email", "online", "on the phone",
+    "good", "bad", "new", "old", "big", "small", "better", "same", "different", "other", "another", "more",
+    "less", "first", "last", "next", "other one", "best", "right", "left", "back", "up", "down", "here", "there",
+    "go", "come", "get", "give", "take", "make", "see", "look", "find", "tell", "ask", "keep", "let", "put",
+    "send", "pay", "paid", "buy", "sell", "use", "try", "call", "called", "wait", "work", "need", "want", "like",
+    "know", "think", "say", "said", "mean", "hear", "heard", "thing", "things", "stuff", "time", "day", "week",
+    "month", "year", "money", "card", "credit card", "price", "box", "mail", "phone", "home", "house", "store",
+    "website", "account", "name",
+]  # fmt: skip
+"""General spoken English (not the shop's), mixed in once: a backbone for phrasings no template has."""
 
 _TEMPLATES: Final = [
     # order status

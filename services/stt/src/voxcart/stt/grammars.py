@@ -158,7 +158,7 @@ def digits_grammar() -> str:
         _header(DIGITS)
         + "public <answer> = [<carrier>] <number> [<after>];\n"
         + f"<carrier> = {_alternatives(_DIGIT_CARRIERS)};\n"
-        + "<number> = [<lead>] <sequence> | <small> (thousand | hundred) [[and] <small>];\n"
+        + "<number> = [<lead>] <sequence> | <small> [(thousand | hundred) [[and] <small>]];\n"
         + "<lead> = <teen>;\n"
         + "<sequence> = (<digit> | double <digit> | triple <digit>)+;\n"
         + "<small> = <unit> | <teen> | <tens> [<unit>];\n"
