@@ -70,6 +70,7 @@ CUES: Final[dict[str, list[tuple[str, float]]]] = {
     "return_policy": [
         ("return policy", 6), ("refund policy", 6), ("policy", 2), ("return window", 6), ("how many days", 3),
         ("how long do i have", 4), ("returnable", 4), ("can i return", 1), ("rule", 2),
+        ("policy on return", 6), ("policy for return", 6),
     ],
     "return": [
         ("return", 3), ("returning", 3), ("send back", 4), ("send it back", 4), ("exchange", 3),
@@ -79,6 +80,7 @@ CUES: Final[dict[str, list[tuple[str, float]]]] = {
         ("order", 1), ("my order", 2), ("package", 3), ("parcel", 3), ("track", 3), ("tracking", 3),
         ("where is", 1), ("status", 2), ("arrive", 3), ("arrived", 3), ("arriving", 3), ("delivery", 1),
         ("delivered", 2), ("shipped", 2), ("when will", 1), ("eta", 2), ("late", 2), ("not received", 1),
+        ("check on", 2), ("update on", 2), ("get here", 3), ("show up", 2), ("showed up", 2),
     ],
     "shipping": [
         ("shipping", 3), ("ship", 2), ("express", 3), ("overnight", 2), ("ship to", 2), ("delivery time", 3),
