@@ -148,6 +148,25 @@ def test_order_number_forms(seed: Seed, convo: Conversation, form: str) -> None:
     assert convo.state.order_number == order.number
 
 
+@pytest.mark.parametrize("asked_first", [False, True])
+def test_order_heard_as_four_before_the_number(
+    seed: Seed, store: SqliteStore, convo: Conversation, asked_first: bool
+) -> None:
+    """ "order 10023" over the phone often comes out "4 1 0 0 2 3": when only the number without that 4 exists,
+    it is the one read back; a stranger still hears nothing about it."""
+    order = next(o for o in seed.orders if store.get_order("4" + o.number) is None)
+    convo.start(STRANGER)
+    if asked_first:
+        assert convo.say("where is my order").expect == "digits"
+        reply = convo.say(f"it's 4{order.number}")
+    else:
+        reply = convo.say(f"i'm calling to check on 4{order.number}")
+    assert reply.sentences[0] == f"I heard {say_order_number(order.number)}."
+    assert convo.state.order_number == order.number
+    assert "zip code" in reply.text.lower()
+    _assert_no_leak(seed, store, order, [reply])
+
+
 def test_unknown_order_number_then_offer_human(seed: Seed, convo: Conversation) -> None:
     known = {o.number for o in seed.orders}
     missing = next(str(n) for n in range(98761, 99999) if str(n) not in known)

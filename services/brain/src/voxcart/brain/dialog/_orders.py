@@ -96,8 +96,12 @@ def on_order_number(turn: Turn, number: str, *, heard: bool = True) -> Reply:
     st = turn.state
     job = st.job or "order_status"
     st.job = job
-    prefix = [f"I heard {say_order_number(number)}."] if heard else []
     order = turn.store.get_order(number)
+    if order is None and number.startswith("4") and (shorter := turn.store.get_order(number[1:])) is not None:
+        # "order 10023" / "for 10023" heard as "four 1 0 0 2 3": a confusion of the phone band, not a guess of
+        # the caller's; the number is read back below, and nothing is told before identity is verified
+        order, number = shorter, number[1:]
+    prefix = [f"I heard {say_order_number(number)}."] if heard else []
     if order is None:
         st.order_attempts += 1
         st.order_number = None
