@@ -79,11 +79,21 @@ GRAMMAR_PHRASES: Final = tuple(
 )  # fmt: skip
 """Every fixed phrase of the grammars; the model's dictionary must hold their words."""
 
-CARRIER_WORDS: Final = frozenset(
-    w
-    for phrase in (*_DIGIT_CARRIERS, *_BEFORE, *_AFTER, *_PRODUCT_BEFORE, "the a an in and one of it is that's do go")
-    for w in phrase.split()
-) - frozenset(_DIGITS) - frozenset(p for p in (*_YES, *_NO) if " " not in p and p != "please")
+CARRIER_WORDS: Final = (
+    frozenset(
+        w
+        for phrase in (
+            *_DIGIT_CARRIERS,
+            *_BEFORE,
+            *_AFTER,
+            *_PRODUCT_BEFORE,
+            "the a an in and one of it is that's do go",
+        )
+        for w in phrase.split()
+    )
+    - frozenset(_DIGITS)
+    - frozenset(p for p in (*_YES, *_NO) if " " not in p and p != "please")
+)
 """Words a grammar wraps its answers in ("it's", "please", "i'd like", "the"): hearing them says nothing about
 whether the caller gave the kind of answer the grammar is for (a digit, a yes or no, a product)."""
 
