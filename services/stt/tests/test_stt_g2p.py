@@ -9,6 +9,7 @@ from pathlib import Path
 import pocketsphinx
 import pytest
 
+from voxcart.cli.bench.wer import align
 from voxcart.stt.g2p import ARPABET, ESPEAK_TO_ARPABET, espeak_pronunciations
 from voxcart.stt.grammars import Catalogue
 from voxcart.stt.recognizer import CallRecognizer, Final, RecognizerEvent, RecognizerModel
@@ -17,12 +18,7 @@ Entries = list[tuple[str, bytes, float]]
 
 
 def _edits(ref: list[str], hyp: list[str]) -> int:
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        diag, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diag + (r != h))
-    return row[-1]
+    return align(ref, hyp).errors
 
 
 def test_invented_words_get_plausible_pronunciations() -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
+from voxcart.cli.bench.wer import align
 from voxcart.cli.caller_voice import synthesize_caller
 from voxcart.common.audio import FRAME_BYTES, pcm16_to_ulaw, silence_ulaw
 from voxcart.common.spoken_numbers import numbers_to_digits
@@ -34,12 +35,7 @@ _YES = {"yes", "yeah", "yep", "yup", "sure"}
 
 
 def _word_errors(ref: list[str], hyp: list[str]) -> int:
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        diag, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diag + (r != h))
-    return row[-1]
+    return align(ref, hyp).errors
 
 
 def _finals(events: Sequence[object]) -> list[Final]:

@@ -84,7 +84,7 @@ import numpy as np
 import pocketsphinx
 from pocketsphinx import Decoder
 
-from voxcart.common.audio import FRAME_BYTES, Resampler, ulaw_to_pcm16
+from voxcart.common.audio import Resampler, ulaw_pcm_frames
 from voxcart.common.events import Expect, now_ms
 from voxcart.common.spoken_numbers import NUMBER_WORDS, numbers_to_digits
 from voxcart.stt.endpointer import EndpointerConfig, Frame, VadEndpointer
@@ -473,15 +473,9 @@ class CallRecognizer:
         Raises:
             ValueError: ``ulaw`` is not a non-zero multiple of 160 bytes.
         """
-        if not ulaw or len(ulaw) % FRAME_BYTES:
-            raise ValueError(
-                f"CallRecognizer.feed: entry {entry_id} of call {self.call_sid}: {len(ulaw)} bytes of μ-law, "
-                f"expected a non-zero multiple of {FRAME_BYTES}"
-            )
-        pcm = ulaw_to_pcm16(ulaw)
         events: list[RecognizerEvent] = []
-        for i in range(0, len(pcm), FRAME_BYTES):
-            self._frame(entry_id, pcm[i : i + FRAME_BYTES].tobytes(), arrived, events)
+        for pcm in ulaw_pcm_frames(ulaw, f"CallRecognizer.feed: entry {entry_id} of call {self.call_sid}"):
+            self._frame(entry_id, pcm, arrived, events)
         return events
 
     def _frame(self, entry_id: str, pcm: bytes, arrived: float, events: list[RecognizerEvent]) -> None:

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from voxcart.common.audio import FRAME_BYTES, Resampler, ulaw_to_pcm16
+from voxcart.common.audio import Resampler, ulaw_pcm_frames
 from voxcart.common.events import Expect, now_ms
 
 from .endpointer import EndpointerConfig, Frame, VadEndpointer
@@ -225,16 +225,10 @@ class WhisperCallStt:
             ValueError: ``ulaw`` is not a non-zero multiple of 160 bytes.
             ProviderError: the model failed on the utterance this entry ended.
         """
-        if not ulaw or len(ulaw) % FRAME_BYTES:
-            raise ValueError(
-                f"WhisperCallStt.feed: entry {entry_id} of call {self.call_sid}: {len(ulaw)} bytes of μ-law, "
-                f"expected a non-zero multiple of {FRAME_BYTES}"
-            )
-        pcm = ulaw_to_pcm16(ulaw)
         events: list[RecognizerEvent] = []
         ep = self._endpointer
-        for i in range(0, len(pcm), FRAME_BYTES):
-            step = ep.process(entry_id, pcm[i : i + FRAME_BYTES].tobytes(), arrived)
+        for pcm in ulaw_pcm_frames(ulaw, f"WhisperCallStt.feed: entry {entry_id} of call {self.call_sid}"):
+            step = ep.process(entry_id, pcm, arrived)
             if not step.frames:
                 continue
             if step.started:
