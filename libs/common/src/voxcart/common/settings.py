@@ -67,9 +67,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     provider_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 3000
     """A cloud provider that does not connect or answer within this falls back to the embedded engine."""
     brain_mode: Literal["rules", "llm"] = "rules"
-    brain_min_confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.5
-    """A transcript less confident than this is not acted on: the caller is asked again (out-of-domain speech
-    scores ~0.2 with the embedded recognizer, in-domain ~0.94)."""
+    brain_min_confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.35
+    """A transcript less confident than this is not acted on: the caller is asked again. With the embedded
+    recognizer out-of-domain speech scores ~0.2 (median) and in-domain ~0.94, but short closings ("okay thank you
+    goodbye") can score 0.4-0.5: below 0.5 would ask a caller who said goodbye to say it again."""
     store_seed: str = ""
     """Path of the store seed (store.md format). Empty: the demo store shipped with voxcart."""
     store_today: str = ""
