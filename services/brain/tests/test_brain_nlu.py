@@ -37,6 +37,7 @@ def _top(text: str, product_score: float = 0.0) -> str:
         ("could i get an update on my delivery", "order_status"),
         ("when is it going to get here", "order_status"),
         ("the parcel never showed up", "order_status"),
+        ("i still have not received it", "order_status"),
         ("what's your policy for returns", "return_policy"),
         ("i want to return my order", "return"),
         ("i need to send back the shoes", "return"),

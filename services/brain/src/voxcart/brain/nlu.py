@@ -79,7 +79,7 @@ CUES: Final[dict[str, list[tuple[str, float]]]] = {
     "order_status": [
         ("order", 1), ("my order", 2), ("package", 3), ("parcel", 3), ("track", 3), ("tracking", 3),
         ("where is", 1), ("status", 2), ("arrive", 3), ("arrived", 3), ("arriving", 3), ("delivery", 1),
-        ("delivered", 2), ("shipped", 2), ("when will", 1), ("eta", 2), ("late", 2), ("not received", 1),
+        ("delivered", 2), ("shipped", 2), ("when will", 1), ("eta", 2), ("late", 2), ("not received", 3),
         ("check on", 2), ("update on", 2), ("get here", 3), ("show up", 2), ("showed up", 2),
     ],
     "shipping": [
