@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -10,17 +12,21 @@ import pytest
 from voxcart.cli.stack import Stack
 from voxcart.common.localredis import start_redis
 
+BASE_ENV = {"STORE_TODAY": "2026-11-20", "LOG_FORMAT": "text", "API_TOKEN": ""}
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+
+@contextlib.contextmanager
+def running_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    replicas: Mapping[str, int],
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Stack]:
+    """A stack on its own redis-server, with ``env`` over :data:`BASE_ENV`; its logs' path is printed at the end."""
     server = start_redis(appendonly=False)
-    log = Path(tmp_path_factory.mktemp("stack")) / "services.log"
+    log = Path(tmp_path_factory.mktemp(name)) / "services.log"
     stack = Stack(
-        redis_url=server.url,
-        port=0,
-        replicas={"stt": 2, "brain": 1, "tts": 1},
-        env={"STORE_TODAY": "2026-11-20", "LOG_FORMAT": "text", "API_TOKEN": ""},
-        log_path=str(log),
+        redis_url=server.url, port=0, replicas=dict(replicas), env={**BASE_ENV, **(env or {})}, log_path=str(log)
     )
     try:
         stack.start(timeout=90)
@@ -29,3 +35,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.stop()
         server.stop()
         print(f"service logs: {log}")
+
+
+StackRunner = Callable[..., contextlib.AbstractContextManager[Stack]]
+
+
+@pytest.fixture(scope="session")
+def stack_runner(tmp_path_factory: pytest.TempPathFactory) -> StackRunner:
+    """``with stack_runner(name, replicas, env) as stack:`` — a stack of its own (see :func:`running_stack`)."""
+    return functools.partial(running_stack, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory, "stack", {"stt": 2, "brain": 1, "tts": 1}) as running:
+        yield running

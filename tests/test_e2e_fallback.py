@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -18,7 +18,6 @@ from websockets.sync.server import Server, ServerConnection, serve
 from voxcart.cli.calling import DEV_AUTH_TOKEN, build_items
 from voxcart.cli.simulator import SimulatorConfig, simulate_call
 from voxcart.cli.stack import Stack
-from voxcart.common.localredis import start_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -67,25 +66,10 @@ def deepgram() -> Iterator[DyingDeepgram]:
 
 
 @pytest.fixture(scope="module")
-def cloud_stack(tmp_path_factory: pytest.TempPathFactory, deepgram: DyingDeepgram) -> Iterator[Stack]:
-    server = start_redis(appendonly=False)
-    log = Path(tmp_path_factory.mktemp("cloud")) / "services.log"
-    env = {
-        "STORE_TODAY": "2026-11-20",
-        "LOG_FORMAT": "text",
-        "API_TOKEN": "",
-        "STT_PROVIDER": "deepgram",
-        "DEEPGRAM_API_KEY": KEY,
-        "DEEPGRAM_URL": deepgram.url,
-    }
-    stack = Stack(redis_url=server.url, port=0, replicas={"stt": 1, "brain": 1, "tts": 1}, env=env, log_path=str(log))
-    try:
-        stack.start(timeout=90)
-        yield stack
-    finally:
-        stack.stop()
-        server.stop()
-        print(f"service logs: {log}")
+def cloud_stack(stack_runner: Callable[..., AbstractContextManager[Stack]], deepgram: DyingDeepgram) -> Iterator[Stack]:
+    env = {"STT_PROVIDER": "deepgram", "DEEPGRAM_API_KEY": KEY, "DEEPGRAM_URL": deepgram.url}
+    with stack_runner("cloud", {"stt": 1, "brain": 1, "tts": 1}, env) as running:
+        yield running
 
 
 async def test_a_cloud_recognizer_dying_mid_call_falls_back_and_the_call_goes_on(
