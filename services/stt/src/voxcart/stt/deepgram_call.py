@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DeepgramCallStt"]
 
-log = logging.getLogger("voxcart.stt.deepgram")
+log = logging.getLogger("voxcart.stt.deepgram_call")
 
 _RESEND_CHUNK = SAMPLE_RATE
 """Bytes per binary frame when the buffered audio is sent again after a reconnect (1 s)."""

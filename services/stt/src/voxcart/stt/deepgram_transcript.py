@@ -33,7 +33,7 @@ from .results import Discarded, Final, Partial, RecognizerEvent, SpeechStart
 
 __all__ = ["SentEntry", "Transcript"]
 
-log = logging.getLogger("voxcart.stt.deepgram")
+log = logging.getLogger("voxcart.stt.deepgram_transcript")
 
 
 @dataclass(slots=True)

@@ -53,7 +53,7 @@ from voxcart.stt.language_model import ArpaScorer, DomainLanguageModel, build_do
 
 __all__ = ["LM_SEARCH", "TELEPHONE_CMN", "RecognizerModel"]
 
-log = logging.getLogger("voxcart.stt.recognizer")  # the name it logged under before the split
+log = logging.getLogger("voxcart.stt.recognizer_model")
 
 TELEPHONE_CMN = "48.06,8.32,-8.05,13.56,-7.61,1.43,-9.19,3.91,-2.95,2.72,-8.71,1.72,-2.75"
 """The cepstral mean a call's first utterance starts from.
