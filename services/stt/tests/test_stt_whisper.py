@@ -134,7 +134,7 @@ def test_folder_check_empty_file_and_lfs_pointer(tmp_path: Path) -> None:
 def test_folder_check_without_preprocessor_config_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Systran's tiny..large-v2 folders ship no preprocessor_config.json; faster-whisper's defaults fit them."""
     folder = _model_dir(tmp_path, skip=("preprocessor_config.json",))
-    with caplog.at_level(logging.WARNING, logger="voxcart.stt.whisper"):
+    with caplog.at_level(logging.WARNING, logger="voxcart.stt.whisper_model"):
         assert check_model_dir(folder) == folder.resolve()
     assert "no preprocessor_config.json" in caplog.text and "large-v3" in caplog.text
 
