@@ -1,10 +1,7 @@
 """ElevenLabs as a :class:`~voxcart.tts.voice.Voice`: WebSocket stream-input first, HTTP streaming as fallback.
 
-Wire protocol (``docs/protocols.md`` §5): ``wss://<host>/v1/text-to-speech/<voice>/stream-input?model_id=…&
-output_format=ulaw_8000&inactivity_timeout=…`` with the ``xi-api-key`` header; we send ``{"text": " "}`` (init),
-the sentence with ``"flush": true`` and ``{"text": ""}`` (end of input); the server answers
-``{"audio": "<base64 μ-law>"}`` messages, then ``{"isFinal": true}``, then closes. The fallback is
-``POST /v1/text-to-speech/<voice>/stream?output_format=ulaw_8000`` (chunked raw μ-law).
+The wire protocol (URLs, messages, error classification, key scrubbing) is in
+:mod:`voxcart.tts.elevenlabs_protocol`; this module owns the sockets, the HTTP client and the fallback between them.
 
 Invariants:
 - One websocket speaks exactly one sentence. On stream-input ``isFinal`` only follows the end-of-input message,
@@ -13,8 +10,8 @@ Invariants:
   call keeps at most one *spare* socket, opened (handshake only, no text) when a sentence's first audio arrives
   and used by the call's next sentence while younger than ``inactivity_timeout_s - 5`` s. A spare never carried
   text, so audio of a cancelled sentence can never come back on it.
-- Chunks are μ-law 8 kHz, whole 20 ms frames: the first as soon as one frame is there (at most ``chunk_ms``),
-  then exactly ``chunk_ms`` each, the last padded with μ-law silence.
+- Chunks are μ-law 8 kHz, whole 20 ms frames (:class:`~voxcart.tts.rechunk.Rechunker`): the first as soon as one
+  frame is there (at most ``chunk_ms``), then exactly ``chunk_ms`` each, the last padded with μ-law silence.
 - Once ``cancel`` is set no further chunk is yielded (checked before every yield and every 20 ms while waiting)
   and the sentence's socket or HTTP stream is closed in the background.
 - Before any chunk was yielded, a failure other than authentication (a stale spare, a refused or 429 handshake,
@@ -26,23 +23,22 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 import logging
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.protocol import State
 
-from voxcart.common.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, silence_ulaw
+from voxcart.common.audio import FRAME_MS, SAMPLE_RATE
+from voxcart.tts import elevenlabs_protocol as protocol
+from voxcart.tts.elevenlabs_protocol import OUTPUT_FORMAT, TransportFailure, sentence_messages, stream_urls
+from voxcart.tts.rechunk import Rechunker
 from voxcart.tts.text import normalize_text
 from voxcart.tts.voice import VoiceError
 
@@ -50,21 +46,10 @@ __all__ = ["ElevenLabsVoice"]
 
 log = logging.getLogger("voxcart.tts.elevenlabs")
 
-OUTPUT_FORMAT: Final = "ulaw_8000"
 _POLL_S: Final = FRAME_MS / 1000
 """How often a waiting stream looks at ``cancel`` (a :class:`threading.Event` cannot be awaited)."""
 _SPARE_MARGIN_S: Final = 5.0
 _T = TypeVar("_T")
-
-
-class _Failure(Exception):
-    """One transport failed; ``auth`` failures are final, the others may move to the next transport."""
-
-    def __init__(self, message: str, *, auth: bool = False, final: bool = False) -> None:
-        super().__init__(message)
-        self.auth = auth
-        self.final = final or auth
-        """No other transport may be tried (authentication, or the time budget is spent)."""
 
 
 class _End:
@@ -72,7 +57,7 @@ class _End:
 
 
 _END: Final = _End()
-_Item = bytes | _End | _Failure
+_Item = bytes | _End | TransportFailure
 
 
 @dataclass(eq=False)
@@ -82,41 +67,6 @@ class _Call:
     spare: asyncio.Task[ClientConnection | None] | None = None
     spare_started: float = 0.0
     pumps: set[asyncio.Task[None]] = field(default_factory=set)
-
-
-class _Rechunker:
-    """Raw μ-law in, whole-frame chunks out: the first as soon as it has a frame, then ``chunk_bytes`` each."""
-
-    def __init__(self, chunk_bytes: int) -> None:
-        self._chunk = chunk_bytes
-        self._buf = bytearray()
-        self._first = True
-
-    def push(self, data: bytes) -> list[bytes]:
-        self._buf += data
-        out: list[bytes] = []
-        if self._first:
-            n = min(len(self._buf) - len(self._buf) % FRAME_BYTES, self._chunk)
-            if n == 0:
-                return out
-            out.append(self._take(n))
-            self._first = False
-        while len(self._buf) >= self._chunk:
-            out.append(self._take(self._chunk))
-        return out
-
-    def finish(self) -> list[bytes]:
-        if len(self._buf) % FRAME_BYTES:
-            self._buf += silence_ulaw(FRAME_BYTES - len(self._buf) % FRAME_BYTES)
-        out: list[bytes] = []
-        while self._buf:
-            out.append(self._take(min(self._chunk, len(self._buf))))
-        return out
-
-    def _take(self, n: int) -> bytes:
-        chunk = bytes(self._buf[:n])
-        del self._buf[:n]
-        return chunk
 
 
 class ElevenLabsVoice:
@@ -167,24 +117,18 @@ class ElevenLabsVoice:
             raise ValueError(f"ElevenLabsVoice timeout_s: expected > 0, got {timeout_s}")
         if not 1 <= inactivity_timeout_s <= 180:
             raise ValueError(f"ElevenLabsVoice inactivity_timeout_s: expected 1..180, got {inactivity_timeout_s}")
-        base = urlsplit(base_url)
-        if base.scheme not in ("http", "https") or not base.netloc:
-            raise ValueError(f"ElevenLabsVoice base_url: expected an http(s) URL, got {base_url!r}")
+        derived_ws_url, http_url = stream_urls(
+            base_url, voice_id=voice_id, model=model, inactivity_timeout_s=inactivity_timeout_s
+        )
         self._key = api_key
         self.voice_id = voice_id
         self.model = model
         self.timeout_s = timeout_s
         self.chunk_bytes = SAMPLE_RATE * chunk_ms // 1000
         """μ-law bytes per chunk (800 for 100 ms)."""
-        path = f"{base.path.rstrip('/')}/v1/text-to-speech/{quote(voice_id, safe='')}"
-        query = urlencode(
-            {"model_id": model, "output_format": OUTPUT_FORMAT, "inactivity_timeout": inactivity_timeout_s}
-        )
-        self.ws_url = ws_url or urlunsplit(
-            ("wss" if base.scheme == "https" else "ws", base.netloc, f"{path}/stream-input", query, "")
-        )
+        self.ws_url = ws_url or derived_ws_url
         """The stream-input endpoint."""
-        self.http_url = urlunsplit((base.scheme, base.netloc, f"{path}/stream", "", ""))
+        self.http_url = http_url
         """The HTTP streaming endpoint (``output_format`` is added as a query parameter)."""
         self._spare_max_age = max(0.0, inactivity_timeout_s - _SPARE_MARGIN_S)
         self._keep_spare = keep_spare
@@ -221,14 +165,14 @@ class ElevenLabsVoice:
             pump = self._spawn(self._pump(source, queue))
             call.pumps.add(pump)
             pump.add_done_callback(call.pumps.discard)
-            rechunk = _Rechunker(self.chunk_bytes)
+            rechunk = Rechunker(self.chunk_bytes)
             until = deadline
             try:
                 while True:
                     item = await self._next(queue, cancel, until)
                     if item is None:
                         return  # cancelled
-                    if isinstance(item, _Failure):
+                    if isinstance(item, TransportFailure):
                         failure = item
                         break
                     if isinstance(item, _End):
@@ -311,7 +255,7 @@ class ElevenLabsVoice:
                         self._start_spare(call)
                     yield data
                 return
-            except _Failure as failure:
+            except TransportFailure as failure:
                 if spare is None or heard or failure.final:
                     raise
                 log.info("elevenlabs spare socket unusable (%s); opening a fresh one", failure)
@@ -321,30 +265,19 @@ class ElevenLabsVoice:
 
     async def _speak(self, ws: ClientConnection, text: str) -> AsyncIterator[bytes]:
         try:
-            await ws.send(json.dumps({"text": " "}))
-            await ws.send(json.dumps({"text": text + " ", "flush": True}))
-            await ws.send(json.dumps({"text": ""}))
+            for message in sentence_messages(text):
+                await ws.send(message)
             async for raw in ws:
-                try:
-                    message = json.loads(raw)
-                    if not isinstance(message, dict):
-                        raise ValueError(f"expected a JSON object, got {type(message).__name__}")
-                    audio = message.get("audio")
-                    data = base64.b64decode(audio, validate=True) if isinstance(audio, str) else b""
-                except (ValueError, binascii.Error) as exc:
-                    raise _Failure(f"unreadable server message ({exc})") from exc
-                if data:
-                    yield data
-                if message.get("isFinal"):
+                parsed = protocol.parse_server_message(raw)
+                if parsed.audio:
+                    yield parsed.audio
+                if parsed.final:
                     return
-                if not data and ("error" in message or "message" in message):
-                    detail = self._scrub(f"{message.get('error', '')} {message.get('message', '')}".strip())
-                    raise _Failure(f"server error: {detail}", auth=_is_auth(detail))
-            reason = self._scrub(f"code {ws.close_code} {ws.close_reason or ''}".strip())
-            raise _Failure(f"closed by the server before the end of the sentence ({reason})")
+                if parsed.error is not None:
+                    raise protocol.server_error(parsed.error, self._scrub)
+            raise protocol.closed_early(ws.close_code, ws.close_reason, self._scrub)
         except ConnectionClosed as exc:
-            detail = self._scrub(str(exc))
-            raise _Failure(f"connection dropped: {detail}", auth=_is_auth(detail)) from exc
+            raise protocol.connection_dropped(exc, self._scrub) from exc
 
     async def _connect(self) -> ClientConnection:
         try:
@@ -355,12 +288,9 @@ class ElevenLabsVoice:
                 close_timeout=1.0,
             )
         except InvalidStatus as exc:
-            status = exc.response.status_code
-            detail = _detail(exc.response.body or b"", self._scrub)
-            raise _Failure(f"HTTP {status} at the websocket handshake{detail}", auth=status in (401, 403)) from exc
+            raise protocol.handshake_refused(exc.response.status_code, exc.response.body or b"", self._scrub) from exc
         except (OSError, TimeoutError, WebSocketException) as exc:
-            detail = self._scrub(str(exc) or type(exc).__name__)
-            raise _Failure(f"websocket could not be opened ({type(exc).__name__}: {detail})") from exc
+            raise protocol.not_opened(exc, self._scrub) from exc
 
     async def _http_audio(self, text: str) -> AsyncIterator[bytes]:
         if self._http is None:
@@ -374,14 +304,12 @@ class ElevenLabsVoice:
                 json={"text": text, "model_id": self.model},
             ) as response:
                 if response.status_code != 200:
-                    body = await response.aread()
-                    status = response.status_code
-                    raise _Failure(f"HTTP {status}{_detail(body, self._scrub)}", auth=status in (401, 403))
+                    raise protocol.http_refused(response.status_code, await response.aread(), self._scrub)
                 async for data in response.aiter_bytes():
                     if data:
                         yield data
         except httpx.HTTPError as exc:
-            raise _Failure(f"{type(exc).__name__}: {self._scrub(str(exc))}") from exc
+            raise protocol.http_error(exc, self._scrub) from exc
 
     # --- plumbing -----------------------------------------------------------------------------------------
 
@@ -391,14 +319,14 @@ class ElevenLabsVoice:
             async for data in source:
                 queue.put_nowait(data)
             queue.put_nowait(_END)
-        except _Failure as failure:
+        except TransportFailure as failure:
             queue.put_nowait(failure)
         except asyncio.CancelledError:
-            queue.put_nowait(_Failure("stopped (call ended or voice closed)"))
+            queue.put_nowait(TransportFailure("stopped (call ended or voice closed)"))
             raise
         except Exception as exc:  # a bug or an unforeseen library error: still a clean VoiceError for the worker
             log.exception("elevenlabs transport failed unexpectedly")
-            queue.put_nowait(_Failure(f"unexpected {type(exc).__name__}: {self._scrub(str(exc))}"))
+            queue.put_nowait(protocol.unexpected(exc, self._scrub))
 
     async def _next(self, queue: asyncio.Queue[_Item], cancel: threading.Event, until: float) -> _Item | None:
         """The next item, None once ``cancel`` is set, or a timeout failure at ``until``."""
@@ -406,7 +334,7 @@ class ElevenLabsVoice:
         while not cancel.is_set():
             remaining = until - loop.time()
             if remaining <= 0:
-                return _Failure(f"timeout: no audio for {self.timeout_s:g} s", final=True)
+                return TransportFailure(f"timeout: no audio for {self.timeout_s:g} s", final=True)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(_POLL_S, remaining)):
                     return await queue.get()
@@ -420,7 +348,7 @@ class ElevenLabsVoice:
     async def _open_spare(self) -> ClientConnection | None:
         try:
             return await self._connect()
-        except _Failure as failure:
+        except TransportFailure as failure:
             log.info("elevenlabs spare socket not opened: %s", failure)
             return None
 
@@ -443,24 +371,4 @@ class ElevenLabsVoice:
         return task
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***")
-
-
-def _is_auth(detail: str) -> bool:
-    """An error text that says the key is wrong or out of quota (the server's wording is not specified)."""
-    lowered = detail.lower()
-    return any(w in lowered for w in ("api key", "api_key", "unauthorized", "quota_exceeded", "authenticat"))
-
-
-def _detail(body: bytes | bytearray, scrub: Callable[[str], str]) -> str:
-    """``: <status> <message>`` from an ElevenLabs error body (``{"detail": {"status", "message"}}``), short."""
-    text = body[:2000].decode("utf-8", "replace")
-    with contextlib.suppress(ValueError):
-        parsed = json.loads(text)
-        detail = parsed.get("detail", parsed) if isinstance(parsed, dict) else parsed
-        if isinstance(detail, dict):
-            text = " ".join(str(detail[k]) for k in ("status", "message") if k in detail) or text
-        elif isinstance(detail, str):
-            text = detail
-    text = scrub(" ".join(text.split()))[:200]
-    return f": {text}" if text else ""
+        return protocol.scrub_key(text, self._key)
