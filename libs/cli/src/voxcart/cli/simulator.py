@@ -8,7 +8,11 @@ played, ``clear`` drops the queued audio and echoes every outstanding mark at on
 it sends ``stop``; when the gateway closes the socket, the ``<Connect action>`` URL is requested (a new
 ``<Connect>`` reconnects; ``<Dial>`` is a transfer). A status callback ``completed`` ends it all.
 
-Invariants: this module shares no code with the gateway's Twilio package (an independent implementation, so a
+This module is the public API and the call flow (webhooks, TwiML, reconnects, the call record);
+``_simulator_stream`` plays one media websocket and ``_simulator_types`` holds the config, items and results,
+all re-exported here.
+
+Invariants: these modules share no code with the gateway's Twilio package (an independent implementation, so a
 codec bug cannot cancel itself out); both tracks grow by exactly one 20 ms frame per tick, so they stay aligned
 in :meth:`CallResult.save_wav`; a caller line starts only when the agent's audio has played and
 ``agent_silence_s`` of silence has followed it (or the reply timed out).
@@ -17,27 +21,18 @@ in :meth:`CallResult.save_wav`; a caller line starts only when the agent's audio
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
-import json
 import secrets
 import uuid
-import wave
 import xml.etree.ElementTree as ET
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
-import numpy as np
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from voxcart.common.audio import FRAME_BYTES, SAMPLE_RATE, silence_ulaw, ulaw_rms, ulaw_to_pcm16
+from ._simulator_stream import TICK as TICK  # kept importable from here, as before the split
+from ._simulator_stream import MediaStream, sign
+from ._simulator_types import CallResult, Dtmf, Line, SimulatorConfig, SimulatorError, TurnResult
 
 __all__ = [
     "CallResult",
@@ -49,129 +44,6 @@ __all__ = [
     "lines_from_text",
     "simulate_call",
 ]
-
-TICK = FRAME_BYTES / SAMPLE_RATE
-_SILENCE = silence_ulaw(FRAME_BYTES)
-
-
-class SimulatorError(RuntimeError):
-    """The gateway answered the webhook with something Twilio could not use (HTTP error, bad TwiML)."""
-
-
-@dataclass(frozen=True)
-class Line:
-    """One thing the caller says: μ-law 8 kHz audio, and its text for the report."""
-
-    audio: bytes
-    text: str = ""
-
-
-@dataclass(frozen=True)
-class Dtmf:
-    """Keypad digits the caller presses, sent as ``dtmf`` events ``interval_s`` apart."""
-
-    digits: str
-    interval_s: float = 0.25
-
-    def __post_init__(self) -> None:
-        bad = [d for d in self.digits if d not in "0123456789*#"]
-        if not self.digits or bad:
-            raise ValueError(f"Dtmf digits must be 0-9, * or #; got {self.digits!r}")
-
-
-@dataclass(frozen=True)
-class SimulatorConfig:
-    """Where the gateway is and how the simulated caller behaves."""
-
-    gateway_url: str = "http://127.0.0.1:8080"
-    """Where to send requests (the running gateway)."""
-    auth_token: str = "dev-auth-token"
-    """``TWILIO_AUTH_TOKEN`` shared with the gateway (signs every request)."""
-    public_url: str | None = None
-    """The gateway's ``PUBLIC_URL``: requests are signed over it; defaults to ``gateway_url``."""
-    account_sid: str = "AC" + "0" * 32
-    from_number: str = "+15550100001"
-    to_number: str = "+15550100002"
-    voice_path: str = "/twilio/voice"
-    status_path: str | None = "/twilio/status"
-    agent_silence_s: float = 0.8
-    """Silence after the agent's audio has played before the caller speaks again."""
-    greeting_timeout_s: float = 5.0
-    """How long to wait for a greeting (or a re-prompt after a reconnect) before speaking anyway."""
-    reply_timeout_s: float = 20.0
-    """How long to wait for the agent to answer a line."""
-    voice_rms: float = 200.0
-    """μ-law RMS (int16 units) above which a frame counts as voiced."""
-    api_token: str | None = None
-    """Bearer token for ``GET /calls/{CallSid}`` (agent texts); ``None`` sends none."""
-    fetch_record: bool = True
-    max_reconnects: int = 2
-    """New ``<Connect><Stream>`` answers followed after the first stream (the gateway should cap them itself)."""
-    http_timeout_s: float = 15.0
-
-
-@dataclass
-class TurnResult:
-    """One exchange: what the caller said (nothing for the greeting) and what came back. Times are seconds from
-    the start of the first stream."""
-
-    index: int
-    kind: Literal["greeting", "speech", "dtmf"]
-    caller: str = ""
-    caller_end_s: float | None = None
-    """When the caller's last voiced frame (or last digit) was sent."""
-    latency_s: float | None = None
-    """``caller_end_s`` -> first voiced agent frame received."""
-    agent_start_s: float | None = None
-    agent_audio: bytearray = field(default_factory=bytearray)
-    """μ-law received from the gateway during this turn."""
-    agent_text: str = ""
-    """From the gateway's call record, when it could be fetched."""
-    timed_out: bool = False
-    clears: int = 0
-
-
-@dataclass
-class CallResult:
-    """Everything the simulated call observed."""
-
-    call_sid: str
-    turns: list[TurnResult] = field(default_factory=list)
-    stream_sids: list[str] = field(default_factory=list)
-    twiml: list[str] = field(default_factory=list)
-    said: list[str] = field(default_factory=list)
-    """``<Say>`` texts Twilio would have spoken."""
-    ended_by: Literal["caller", "agent", "transfer", "no_stream"] = "caller"
-    transfer_to: str | None = None
-    duration_s: float = 0.0
-    marks_played: int = 0
-    marks_cleared: int = 0
-    errors: list[str] = field(default_factory=list)
-    """Protocol problems Twilio would log as warnings (31950 binary frame, 31951 bad message, …)."""
-    record: dict[str, Any] | None = None
-    caller_track: bytearray = field(default_factory=bytearray)
-    agent_track: bytearray = field(default_factory=bytearray)
-    """What the caller heard: agent audio as played, one frame per tick (silence when nothing queued)."""
-
-    @property
-    def latencies(self) -> list[float]:
-        """Turn latencies (seconds) of the turns that got a reply."""
-        return [t.latency_s for t in self.turns if t.latency_s is not None]
-
-    def save_wav(self, path: str | Path) -> None:
-        """Write a stereo 16-bit 8 kHz WAV: left = caller, right = agent as heard."""
-        n = min(len(self.caller_track), len(self.agent_track))
-        stereo = np.stack([ulaw_to_pcm16(bytes(self.caller_track[:n])), ulaw_to_pcm16(bytes(self.agent_track[:n]))])
-        with wave.open(str(path), "wb") as out:
-            out.setnchannels(2)
-            out.setsampwidth(2)
-            out.setframerate(SAMPLE_RATE)
-            out.writeframes(stereo.T.astype("<i2").tobytes())
-
-
-def _sign(token: str, url: str, params: dict[str, str]) -> str:
-    data = url + "".join(k + v for k, v in sorted(params.items()))
-    return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
 
 
 def _parse_twiml(text: str) -> ET.Element:
@@ -219,7 +91,7 @@ class _Call:
             **(extra or {}),
         }
         headers = {
-            "X-Twilio-Signature": _sign(self.cfg.auth_token, public, params),
+            "X-Twilio-Signature": sign(self.cfg.auth_token, public, params),
             "I-Twilio-Idempotency-Token": str(uuid.uuid4()),
         }
         return await self.http.post(self._local(public), data=params, headers=headers)
@@ -255,7 +127,7 @@ class _Call:
                 stream = verbs[at].find("Stream")
                 assert stream is not None
                 params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-                if not await _Stream(self, stream.get("url", ""), params).run():
+                if not await MediaStream(self, stream.get("url", ""), params).run():
                     break  # the caller hung up
                 self.res.ended_by = "agent"
                 action = verbs[at].get("action")
@@ -298,214 +170,6 @@ class _Call:
                 idx += 1
             elif rec.get("speaker") == "agent" and idx < len(targets) and rec.get("text"):
                 targets[idx].agent_text = f"{targets[idx].agent_text} {rec['text']}".strip()
-
-
-class _Stream:
-    """One media websocket: a 20 ms ticker (caller frame out, agent frame played) and a reader."""
-
-    def __init__(self, call: _Call, url: str, params: dict[str, str]) -> None:
-        self.call, self.cfg, self.res, self.url, self.params = call, call.cfg, call.res, url, params
-        self.sid = "MZ" + secrets.token_hex(16)
-        self.seq = 0
-        self.chunk = 0
-        self.caller_q: deque[tuple[bytes, TurnResult | None]] = deque()  # frame, turn whose last voiced frame
-        self.dtmf_q: deque[tuple[str, float, TurnResult | None]] = deque()  # digit, due time, turn if last
-        self.playback: deque[tuple[bytes, bool] | str] = deque()  # (agent audio, voiced) and mark names, in order
-        self.pending_voiced = 0
-        self.last_voiced_played = -1e9
-        self.closed = asyncio.Event()
-        self.lock = asyncio.Lock()
-        self.ws: ClientConnection | None = None
-
-    async def send(self, event: str, body: dict[str, Any] | None = None) -> None:
-        async with self.lock:
-            self.seq += 1
-            msg: dict[str, Any] = {"event": event, "sequenceNumber": str(self.seq), "streamSid": self.sid}
-            if body is not None:
-                msg[event] = body
-            assert self.ws is not None
-            await self.ws.send(json.dumps(msg))
-
-    async def run(self) -> bool:
-        """Run the stream with the remaining caller items; ``True`` if the gateway closed the socket."""
-        headers = {"X-Twilio-Signature": _sign(self.cfg.auth_token, self.url, {})}
-        try:
-            ws = await connect(self.call._local(self.url), additional_headers=headers, compression=None)
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-            raise SimulatorError(f"media websocket {self.url} failed: {type(exc).__name__}: {exc}") from exc
-        async with ws:
-            self.ws = ws
-            self.res.stream_sids.append(self.sid)
-            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-            await self.send(
-                "start",
-                {
-                    "streamSid": self.sid,
-                    "accountSid": self.cfg.account_sid,
-                    "callSid": self.res.call_sid,
-                    "tracks": ["inbound"],
-                    "customParameters": self.params,
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                },
-            )
-            if self.call.t0 is None:
-                self.call.t0 = self.call.loop.time()
-            kind: Literal["greeting"] = "greeting"  # the greeting, or the re-prompt after a reconnect
-            self.res.turns.append(TurnResult(len(self.res.turns), kind, caller_end_s=self.call.now_s()))
-            tasks = [asyncio.create_task(self.ticker()), asyncio.create_task(self.reader())]
-            try:
-                await self.dialog()
-                if not self.closed.is_set():
-                    await self.send("stop", {"accountSid": self.cfg.account_sid, "callSid": self.res.call_sid})
-                    return False
-                return True
-            except ConnectionClosed:
-                return True
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def dialog(self) -> None:
-        await self.wait_agent(self.res.turns[-1], self.cfg.greeting_timeout_s)
-        while self.call.next_item < len(self.call.items) and not self.closed.is_set():
-            item = self.call.items[self.call.next_item]
-            self.call.next_item += 1
-            turn = TurnResult(len(self.res.turns), "dtmf" if isinstance(item, Dtmf) else "speech")
-            self.res.turns.append(turn)
-            if isinstance(item, Dtmf):
-                turn.caller = f"<dtmf {item.digits}>"
-                due = self.call.now_s()
-                for i, d in enumerate(item.digits):
-                    self.dtmf_q.append((d, due + i * item.interval_s, turn if i == len(item.digits) - 1 else None))
-            else:
-                turn.caller = item.text
-                self.queue_line(item.audio, turn)
-            while (self.caller_q or self.dtmf_q) and not self.closed.is_set():
-                await asyncio.sleep(TICK)
-            await self.wait_agent(turn, self.cfg.reply_timeout_s)
-
-    def queue_line(self, audio: bytes, turn: TurnResult) -> None:
-        frames = [audio[i : i + FRAME_BYTES].ljust(FRAME_BYTES, b"\xff") for i in range(0, len(audio), FRAME_BYTES)]
-        voiced = [i for i, f in enumerate(frames) if ulaw_rms(f) > self.cfg.voice_rms]
-        last = voiced[-1] if voiced else len(frames) - 1
-        self.caller_q.extend((f, turn if i == last else None) for i, f in enumerate(frames))
-
-    async def wait_agent(self, turn: TurnResult, timeout: float) -> None:
-        """Until the agent's reply has played and ``agent_silence_s`` has passed, or ``timeout`` without reply."""
-        while not self.closed.is_set():
-            now = self.call.now_s()
-            if turn.agent_start_s is None:
-                if turn.caller_end_s is not None and now - turn.caller_end_s > timeout:
-                    turn.timed_out = True
-                    return
-            elif self.pending_voiced == 0 and now - self.last_voiced_played >= self.cfg.agent_silence_s:
-                return
-            await asyncio.sleep(TICK)
-
-    async def ticker(self) -> None:
-        next_t = self.call.loop.time()
-        while True:
-            now_s = self.call.now_s()
-            while self.dtmf_q and self.dtmf_q[0][1] <= now_s:
-                digit, _, turn = self.dtmf_q.popleft()
-                await self.send("dtmf", {"track": "inbound_track", "digit": digit})
-                if turn is not None:
-                    turn.caller_end_s = self.call.now_s()
-            frame, turn = self.caller_q.popleft() if self.caller_q else (_SILENCE, None)
-            self.chunk += 1
-            await self.send(
-                "media",
-                {
-                    "track": "inbound",
-                    "chunk": str(self.chunk),
-                    "timestamp": str((self.chunk - 1) * 20),
-                    "payload": base64.b64encode(frame).decode(),
-                },
-            )
-            if turn is not None:
-                turn.caller_end_s = self.call.now_s()
-            self.res.caller_track += frame
-            await self.play_tick()
-            next_t += TICK
-            await asyncio.sleep(max(0.0, next_t - self.call.loop.time()))
-
-    async def play_tick(self) -> None:
-        out = bytearray()
-        while len(out) < FRAME_BYTES and self.playback and not isinstance(self.playback[0], str):
-            audio, voiced = self.playback[0]
-            take = audio[: FRAME_BYTES - len(out)]
-            out += take
-            if voiced:
-                self.last_voiced_played = self.call.now_s()
-            if len(take) == len(audio):
-                self.playback.popleft()
-                self.pending_voiced -= voiced
-            else:
-                self.playback[0] = (audio[len(take) :], voiced)
-        self.res.agent_track += out.ljust(FRAME_BYTES, b"\xff")
-        await self.echo_ready_marks()
-
-    async def echo_ready_marks(self, cleared: bool = False) -> None:
-        while self.playback and isinstance(self.playback[0], str):
-            name = self.playback.popleft()
-            assert isinstance(name, str)
-            if cleared:
-                self.res.marks_cleared += 1
-            else:
-                self.res.marks_played += 1
-            await self.send("mark", {"name": name})
-
-    async def reader(self) -> None:
-        assert self.ws is not None
-        try:
-            async for raw in self.ws:
-                await self.handle(raw)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.closed.set()
-
-    async def handle(self, raw: str | bytes) -> None:
-        if isinstance(raw, bytes):
-            self.res.errors.append("31950: binary frame from the gateway (Twilio accepts text frames only)")
-            return
-        try:
-            msg = json.loads(raw)
-            if msg.get("streamSid") != self.sid:
-                raise ValueError(f"streamSid {msg.get('streamSid')!r} is not this stream's {self.sid!r}")
-            event = msg["event"]
-            if event == "media":
-                payload = base64.b64decode(msg["media"]["payload"], validate=True)
-                self.on_media(payload)
-            elif event == "mark":
-                name = msg["mark"]["name"]
-                if not isinstance(name, str) or not name:
-                    raise ValueError("mark without a name")
-                self.playback.append(name)
-                if all(isinstance(s, str) for s in self.playback):
-                    await self.echo_ready_marks()
-            elif event == "clear":
-                self.res.turns[-1].clears += 1
-                kept = [s for s in self.playback if isinstance(s, str)]
-                self.playback = deque(kept)
-                self.pending_voiced = 0
-                await self.echo_ready_marks(cleared=True)
-            else:
-                raise ValueError(f"unknown event {event!r}")
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            self.res.errors.append(f"31951: bad message from the gateway ({type(exc).__name__}: {exc}): {raw[:100]}")
-
-    def on_media(self, payload: bytes) -> None:
-        turn = self.res.turns[-1]
-        turn.agent_audio += payload
-        voiced = ulaw_rms(payload) > self.cfg.voice_rms
-        if voiced and turn.agent_start_s is None and turn.caller_end_s is not None:
-            turn.agent_start_s = self.call.now_s()
-            turn.latency_s = turn.agent_start_s - turn.caller_end_s
-        if payload:
-            self.playback.append((payload, voiced))
-            self.pending_voiced += voiced
 
 
 async def simulate_call(

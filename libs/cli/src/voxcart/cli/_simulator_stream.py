@@ -1,0 +1,249 @@
+"""One Twilio media websocket as Twilio plays it: a 20 ms ticker (caller frame out, agent frame played) and a reader.
+
+The agent's audio is played at real time: a ``mark`` is echoed when all audio queued before it has played, ``clear``
+drops the queued audio and echoes every outstanding mark at once. Between the caller's lines the ticker sends
+silence, like a real phone.
+
+Invariants: each tick appends exactly one 160-byte frame to both ``caller_track`` and ``agent_track`` (silence when
+nothing is queued); a caller item starts only when the agent's audio has played and ``agent_silence_s`` of silence
+has followed it (or the reply timed out); protocol problems are recorded in ``CallResult.errors``, never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from collections import deque
+from typing import TYPE_CHECKING, Any, Literal
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from voxcart.common.audio import FRAME_BYTES, SAMPLE_RATE, silence_ulaw, ulaw_rms
+
+from ._simulator_types import Dtmf, SimulatorError, TurnResult
+
+if TYPE_CHECKING:
+    from .simulator import _Call
+
+__all__ = ["TICK", "MediaStream", "sign"]
+
+TICK = FRAME_BYTES / SAMPLE_RATE
+_SILENCE = silence_ulaw(FRAME_BYTES)
+
+
+def sign(token: str, url: str, params: dict[str, str]) -> str:
+    data = url + "".join(k + v for k, v in sorted(params.items()))
+    return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+
+
+class MediaStream:
+    """One media websocket: a 20 ms ticker (caller frame out, agent frame played) and a reader."""
+
+    def __init__(self, call: _Call, url: str, params: dict[str, str]) -> None:
+        self.call, self.cfg, self.res, self.url, self.params = call, call.cfg, call.res, url, params
+        self.sid = "MZ" + secrets.token_hex(16)
+        self.seq = 0
+        self.chunk = 0
+        self.caller_q: deque[tuple[bytes, TurnResult | None]] = deque()  # frame, turn whose last voiced frame
+        self.dtmf_q: deque[tuple[str, float, TurnResult | None]] = deque()  # digit, due time, turn if last
+        self.playback: deque[tuple[bytes, bool] | str] = deque()  # (agent audio, voiced) and mark names, in order
+        self.pending_voiced = 0
+        self.last_voiced_played = -1e9
+        self.closed = asyncio.Event()
+        self.lock = asyncio.Lock()
+        self.ws: ClientConnection | None = None
+
+    async def send(self, event: str, body: dict[str, Any] | None = None) -> None:
+        async with self.lock:
+            self.seq += 1
+            msg: dict[str, Any] = {"event": event, "sequenceNumber": str(self.seq), "streamSid": self.sid}
+            if body is not None:
+                msg[event] = body
+            assert self.ws is not None
+            await self.ws.send(json.dumps(msg))
+
+    async def run(self) -> bool:
+        """Run the stream with the remaining caller items; ``True`` if the gateway closed the socket."""
+        headers = {"X-Twilio-Signature": sign(self.cfg.auth_token, self.url, {})}
+        try:
+            ws = await connect(self.call._local(self.url), additional_headers=headers, compression=None)
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            raise SimulatorError(f"media websocket {self.url} failed: {type(exc).__name__}: {exc}") from exc
+        async with ws:
+            self.ws = ws
+            self.res.stream_sids.append(self.sid)
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            await self.send(
+                "start",
+                {
+                    "streamSid": self.sid,
+                    "accountSid": self.cfg.account_sid,
+                    "callSid": self.res.call_sid,
+                    "tracks": ["inbound"],
+                    "customParameters": self.params,
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            )
+            if self.call.t0 is None:
+                self.call.t0 = self.call.loop.time()
+            kind: Literal["greeting"] = "greeting"  # the greeting, or the re-prompt after a reconnect
+            self.res.turns.append(TurnResult(len(self.res.turns), kind, caller_end_s=self.call.now_s()))
+            tasks = [asyncio.create_task(self.ticker()), asyncio.create_task(self.reader())]
+            try:
+                await self.dialog()
+                if not self.closed.is_set():
+                    await self.send("stop", {"accountSid": self.cfg.account_sid, "callSid": self.res.call_sid})
+                    return False
+                return True
+            except ConnectionClosed:
+                return True
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def dialog(self) -> None:
+        await self.wait_agent(self.res.turns[-1], self.cfg.greeting_timeout_s)
+        while self.call.next_item < len(self.call.items) and not self.closed.is_set():
+            item = self.call.items[self.call.next_item]
+            self.call.next_item += 1
+            turn = TurnResult(len(self.res.turns), "dtmf" if isinstance(item, Dtmf) else "speech")
+            self.res.turns.append(turn)
+            if isinstance(item, Dtmf):
+                turn.caller = f"<dtmf {item.digits}>"
+                due = self.call.now_s()
+                for i, d in enumerate(item.digits):
+                    self.dtmf_q.append((d, due + i * item.interval_s, turn if i == len(item.digits) - 1 else None))
+            else:
+                turn.caller = item.text
+                self.queue_line(item.audio, turn)
+            while (self.caller_q or self.dtmf_q) and not self.closed.is_set():
+                await asyncio.sleep(TICK)
+            await self.wait_agent(turn, self.cfg.reply_timeout_s)
+
+    def queue_line(self, audio: bytes, turn: TurnResult) -> None:
+        frames = [audio[i : i + FRAME_BYTES].ljust(FRAME_BYTES, b"\xff") for i in range(0, len(audio), FRAME_BYTES)]
+        voiced = [i for i, f in enumerate(frames) if ulaw_rms(f) > self.cfg.voice_rms]
+        last = voiced[-1] if voiced else len(frames) - 1
+        self.caller_q.extend((f, turn if i == last else None) for i, f in enumerate(frames))
+
+    async def wait_agent(self, turn: TurnResult, timeout: float) -> None:
+        """Until the agent's reply has played and ``agent_silence_s`` has passed, or ``timeout`` without reply."""
+        while not self.closed.is_set():
+            now = self.call.now_s()
+            if turn.agent_start_s is None:
+                if turn.caller_end_s is not None and now - turn.caller_end_s > timeout:
+                    turn.timed_out = True
+                    return
+            elif self.pending_voiced == 0 and now - self.last_voiced_played >= self.cfg.agent_silence_s:
+                return
+            await asyncio.sleep(TICK)
+
+    async def ticker(self) -> None:
+        next_t = self.call.loop.time()
+        while True:
+            now_s = self.call.now_s()
+            while self.dtmf_q and self.dtmf_q[0][1] <= now_s:
+                digit, _, turn = self.dtmf_q.popleft()
+                await self.send("dtmf", {"track": "inbound_track", "digit": digit})
+                if turn is not None:
+                    turn.caller_end_s = self.call.now_s()
+            frame, turn = self.caller_q.popleft() if self.caller_q else (_SILENCE, None)
+            self.chunk += 1
+            await self.send(
+                "media",
+                {
+                    "track": "inbound",
+                    "chunk": str(self.chunk),
+                    "timestamp": str((self.chunk - 1) * 20),
+                    "payload": base64.b64encode(frame).decode(),
+                },
+            )
+            if turn is not None:
+                turn.caller_end_s = self.call.now_s()
+            self.res.caller_track += frame
+            await self.play_tick()
+            next_t += TICK
+            await asyncio.sleep(max(0.0, next_t - self.call.loop.time()))
+
+    async def play_tick(self) -> None:
+        out = bytearray()
+        while len(out) < FRAME_BYTES and self.playback and not isinstance(self.playback[0], str):
+            audio, voiced = self.playback[0]
+            take = audio[: FRAME_BYTES - len(out)]
+            out += take
+            if voiced:
+                self.last_voiced_played = self.call.now_s()
+            if len(take) == len(audio):
+                self.playback.popleft()
+                self.pending_voiced -= voiced
+            else:
+                self.playback[0] = (audio[len(take) :], voiced)
+        self.res.agent_track += out.ljust(FRAME_BYTES, b"\xff")
+        await self.echo_ready_marks()
+
+    async def echo_ready_marks(self, cleared: bool = False) -> None:
+        while self.playback and isinstance(self.playback[0], str):
+            name = self.playback.popleft()
+            assert isinstance(name, str)
+            if cleared:
+                self.res.marks_cleared += 1
+            else:
+                self.res.marks_played += 1
+            await self.send("mark", {"name": name})
+
+    async def reader(self) -> None:
+        assert self.ws is not None
+        try:
+            async for raw in self.ws:
+                await self.handle(raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed.set()
+
+    async def handle(self, raw: str | bytes) -> None:
+        if isinstance(raw, bytes):
+            self.res.errors.append("31950: binary frame from the gateway (Twilio accepts text frames only)")
+            return
+        try:
+            msg = json.loads(raw)
+            if msg.get("streamSid") != self.sid:
+                raise ValueError(f"streamSid {msg.get('streamSid')!r} is not this stream's {self.sid!r}")
+            event = msg["event"]
+            if event == "media":
+                payload = base64.b64decode(msg["media"]["payload"], validate=True)
+                self.on_media(payload)
+            elif event == "mark":
+                name = msg["mark"]["name"]
+                if not isinstance(name, str) or not name:
+                    raise ValueError("mark without a name")
+                self.playback.append(name)
+                if all(isinstance(s, str) for s in self.playback):
+                    await self.echo_ready_marks()
+            elif event == "clear":
+                self.res.turns[-1].clears += 1
+                kept = [s for s in self.playback if isinstance(s, str)]
+                self.playback = deque(kept)
+                self.pending_voiced = 0
+                await self.echo_ready_marks(cleared=True)
+            else:
+                raise ValueError(f"unknown event {event!r}")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            self.res.errors.append(f"31951: bad message from the gateway ({type(exc).__name__}: {exc}): {raw[:100]}")
+
+    def on_media(self, payload: bytes) -> None:
+        turn = self.res.turns[-1]
+        turn.agent_audio += payload
+        voiced = ulaw_rms(payload) > self.cfg.voice_rms
+        if voiced and turn.agent_start_s is None and turn.caller_end_s is not None:
+            turn.agent_start_s = self.call.now_s()
+            turn.latency_s = turn.agent_start_s - turn.caller_end_s
+        if payload:
+            self.playback.append((payload, voiced))
+            self.pending_voiced += voiced

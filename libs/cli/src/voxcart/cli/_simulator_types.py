@@ -1,0 +1,134 @@
+"""The simulator's values: caller items (:class:`Line`, :class:`Dtmf`), its config, and what a call observed.
+
+Invariants: everything here is plain data with no I/O except :meth:`CallResult.save_wav`; ``caller_track`` and
+``agent_track`` each grow by exactly one 20 ms frame per tick of a stream (see ``_simulator_stream``), so the WAV's
+two channels stay aligned.
+"""
+
+from __future__ import annotations
+
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from voxcart.common.audio import SAMPLE_RATE, ulaw_to_pcm16
+
+__all__ = ["CallResult", "Dtmf", "Line", "SimulatorConfig", "SimulatorError", "TurnResult"]
+
+
+class SimulatorError(RuntimeError):
+    """The gateway answered the webhook with something Twilio could not use (HTTP error, bad TwiML)."""
+
+
+@dataclass(frozen=True)
+class Line:
+    """One thing the caller says: μ-law 8 kHz audio, and its text for the report."""
+
+    audio: bytes
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Dtmf:
+    """Keypad digits the caller presses, sent as ``dtmf`` events ``interval_s`` apart."""
+
+    digits: str
+    interval_s: float = 0.25
+
+    def __post_init__(self) -> None:
+        bad = [d for d in self.digits if d not in "0123456789*#"]
+        if not self.digits or bad:
+            raise ValueError(f"Dtmf digits must be 0-9, * or #; got {self.digits!r}")
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """Where the gateway is and how the simulated caller behaves."""
+
+    gateway_url: str = "http://127.0.0.1:8080"
+    """Where to send requests (the running gateway)."""
+    auth_token: str = "dev-auth-token"
+    """``TWILIO_AUTH_TOKEN`` shared with the gateway (signs every request)."""
+    public_url: str | None = None
+    """The gateway's ``PUBLIC_URL``: requests are signed over it; defaults to ``gateway_url``."""
+    account_sid: str = "AC" + "0" * 32
+    from_number: str = "+15550100001"
+    to_number: str = "+15550100002"
+    voice_path: str = "/twilio/voice"
+    status_path: str | None = "/twilio/status"
+    agent_silence_s: float = 0.8
+    """Silence after the agent's audio has played before the caller speaks again."""
+    greeting_timeout_s: float = 5.0
+    """How long to wait for a greeting (or a re-prompt after a reconnect) before speaking anyway."""
+    reply_timeout_s: float = 20.0
+    """How long to wait for the agent to answer a line."""
+    voice_rms: float = 200.0
+    """μ-law RMS (int16 units) above which a frame counts as voiced."""
+    api_token: str | None = None
+    """Bearer token for ``GET /calls/{CallSid}`` (agent texts); ``None`` sends none."""
+    fetch_record: bool = True
+    max_reconnects: int = 2
+    """New ``<Connect><Stream>`` answers followed after the first stream (the gateway should cap them itself)."""
+    http_timeout_s: float = 15.0
+
+
+@dataclass
+class TurnResult:
+    """One exchange: what the caller said (nothing for the greeting) and what came back. Times are seconds from
+    the start of the first stream."""
+
+    index: int
+    kind: Literal["greeting", "speech", "dtmf"]
+    caller: str = ""
+    caller_end_s: float | None = None
+    """When the caller's last voiced frame (or last digit) was sent."""
+    latency_s: float | None = None
+    """``caller_end_s`` -> first voiced agent frame received."""
+    agent_start_s: float | None = None
+    agent_audio: bytearray = field(default_factory=bytearray)
+    """μ-law received from the gateway during this turn."""
+    agent_text: str = ""
+    """From the gateway's call record, when it could be fetched."""
+    timed_out: bool = False
+    clears: int = 0
+
+
+@dataclass
+class CallResult:
+    """Everything the simulated call observed."""
+
+    call_sid: str
+    turns: list[TurnResult] = field(default_factory=list)
+    stream_sids: list[str] = field(default_factory=list)
+    twiml: list[str] = field(default_factory=list)
+    said: list[str] = field(default_factory=list)
+    """``<Say>`` texts Twilio would have spoken."""
+    ended_by: Literal["caller", "agent", "transfer", "no_stream"] = "caller"
+    transfer_to: str | None = None
+    duration_s: float = 0.0
+    marks_played: int = 0
+    marks_cleared: int = 0
+    errors: list[str] = field(default_factory=list)
+    """Protocol problems Twilio would log as warnings (31950 binary frame, 31951 bad message, …)."""
+    record: dict[str, Any] | None = None
+    caller_track: bytearray = field(default_factory=bytearray)
+    agent_track: bytearray = field(default_factory=bytearray)
+    """What the caller heard: agent audio as played, one frame per tick (silence when nothing queued)."""
+
+    @property
+    def latencies(self) -> list[float]:
+        """Turn latencies (seconds) of the turns that got a reply."""
+        return [t.latency_s for t in self.turns if t.latency_s is not None]
+
+    def save_wav(self, path: str | Path) -> None:
+        """Write a stereo 16-bit 8 kHz WAV: left = caller, right = agent as heard."""
+        n = min(len(self.caller_track), len(self.agent_track))
+        stereo = np.stack([ulaw_to_pcm16(bytes(self.caller_track[:n])), ulaw_to_pcm16(bytes(self.agent_track[:n]))])
+        with wave.open(str(path), "wb") as out:
+            out.setnchannels(2)
+            out.setsampwidth(2)
+            out.setframerate(SAMPLE_RATE)
+            out.writeframes(stereo.T.astype("<i2").tobytes())
