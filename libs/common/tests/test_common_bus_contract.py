@@ -101,6 +101,9 @@ async def test_dedupe_counters_hashes_and_zsets(bus: Bus) -> None:
     assert await bus.incr("gen", 10_000) == 2
     await bus.hset("h", {"a": "1", "b": 2.5}, ttl_ms=10_000)
     assert await bus.hgetall("h") == {"a": b"1", "b": b"2.5"}
+    assert (
+        await bus.hget("h", "b") == b"2.5" and await bus.hget("h", "zz") is None and await bus.hget("nope", "a") is None
+    )
     await bus.zadd("z", {"CA1": 100.0, "CA2": 200.0, "CA3": 300.0})
     assert await bus.zrange_by_score("z", 150, float("inf")) == [("CA2", 200.0), ("CA3", 300.0)]
     assert await bus.zrange_by_score("z", float("-inf"), float("inf"), reverse=True, limit=1) == [("CA3", 300.0)]

@@ -117,10 +117,16 @@ def build_provider(settings: Settings, model: RecognizerModel) -> tuple[SttProvi
 async def watch_language(
     bus: Bus, embedded: PocketsphinxProvider, version: str, poll_s: float = LANGUAGE_POLL_S
 ) -> None:
-    """Rebuild the domain model when brain publishes a new language (the store changed)."""
+    """Rebuild the domain model when brain publishes a new language (the store changed).
+
+    Each poll reads only the ``version`` field; the sentences (~100 KB) are read when it changed.
+    """
     while True:
         await asyncio.sleep(poll_s)
         try:
+            published = await bus.hget(keys.LANGUAGE, "version")
+            if published is not None and published.decode() == version:
+                continue
             language = await CallerLanguage.read(bus)
         except Exception as exc:  # Redis away for a moment: the worker's own reconnects handle it
             log.warning("could not read the caller language: %s", exc)

@@ -118,6 +118,10 @@ class Bus(Protocol):
     # -- plain keys ---------------------------------------------------------------------------------------
     async def hgetall(self, key: str) -> dict[str, bytes]: ...
 
+    async def hget(self, key: str, field: str) -> bytes | None:
+        """One field of a hash (``None`` if the hash or the field is missing)."""
+        ...
+
     async def hset(self, key: str, values: Mapping[str, str | bytes | float | int], ttl_ms: int = 0) -> None: ...
 
     async def set_nx(self, key: str, value: str, ttl_ms: int) -> bool:

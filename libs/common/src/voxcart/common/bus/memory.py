@@ -247,6 +247,10 @@ class MemoryBus:
     async def hgetall(self, key: str) -> dict[str, bytes]:
         return dict(self._hash(key)) if self._alive(key) else {}
 
+    async def hget(self, key: str, field: str) -> bytes | None:
+        value = self.values.get(key) if self._alive(key) else None
+        return value.get(field) if isinstance(value, dict) else None
+
     async def hset(self, key: str, values: Mapping[str, str | bytes | float | int], ttl_ms: int = 0) -> None:
         self._hash(key).update({k: v if isinstance(v, bytes) else str(v).encode() for k, v in values.items()})
         self._expire_nx(key, ttl_ms)

@@ -247,6 +247,10 @@ class RedisBus:
         raw = await self._call(self.redis.hgetall(key))
         return {_s(k): v for k, v in raw.items()}
 
+    async def hget(self, key: str, field: str) -> bytes | None:
+        value: bytes | None = await self._call(self.redis.hget(key, field))
+        return value
+
     async def hset(self, key: str, values: Mapping[str, str | bytes | float | int], ttl_ms: int = 0) -> None:
         pipe = self.redis.pipeline(transaction=False)
         mapping: dict[Any, Any] = dict(values)
