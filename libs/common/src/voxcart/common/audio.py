@@ -53,14 +53,14 @@ def ulaw_to_pcm16(data: bytes) -> Int16Array:
     return _DEC[np.frombuffer(data, dtype=np.uint8)]
 
 
-def ulaw_pcm_frames(ulaw: bytes, where: str) -> list[bytes]:
+def ulaw_pcm_frames(ulaw: bytes) -> list[bytes]:
     """μ-law 8 kHz (a whole number of 20 ms frames) as 20 ms frames of int16 little-endian PCM (320 bytes each).
 
     Raises:
-        ValueError: ``ulaw`` is empty or not a multiple of 160 bytes; the message starts with ``where``.
+        ValueError: ``ulaw`` is empty or not a multiple of 160 bytes (callers add where it came from).
     """
     if not ulaw or len(ulaw) % FRAME_BYTES:
-        raise ValueError(f"{where}: {len(ulaw)} bytes of μ-law, expected a non-zero multiple of {FRAME_BYTES}")
+        raise ValueError(f"{len(ulaw)} bytes of μ-law, expected a non-zero multiple of {FRAME_BYTES}")
     pcm = ulaw_to_pcm16(ulaw)
     return [pcm[i : i + FRAME_BYTES].tobytes() for i in range(0, len(pcm), FRAME_BYTES)]
 

@@ -83,9 +83,9 @@ class FallbackCallStt:
     async def feed(self, entry_id: str, ulaw: bytes, arrived: float) -> list[RecognizerEvent]:
         if self._closed:
             raise ProviderError("FallbackCallStt: used after aclose()")
-        self._keep(entry_id, ulaw, arrived)
-        if self.fell_back:
+        if self.fell_back:  # for good: nothing more to replay, so nothing more to keep
             return self._pass(await self.active.feed(entry_id, ulaw, arrived))
+        self._keep(entry_id, ulaw, arrived)
         try:
             return self._pass(await self.primary.feed(entry_id, ulaw, arrived))
         except ProviderError as exc:
@@ -143,7 +143,8 @@ class FallbackCallStt:
         if self._listen is not None:
             self.active.listen(*self._listen)
         events: list[RecognizerEvent] = []
-        for entry_id, ulaw, arrived in list(self._kept):
+        kept, self._kept, self._kept_bytes = list(self._kept), deque(), 0
+        for entry_id, ulaw, arrived in kept:
             events += self._pass(await self.active.feed(entry_id, ulaw, arrived))
         return events
 

@@ -196,8 +196,12 @@ class CallRecognizer:
         Raises:
             ValueError: ``ulaw`` is not a non-zero multiple of 160 bytes.
         """
+        try:
+            frames = ulaw_pcm_frames(ulaw)
+        except ValueError as exc:  # the location is formatted only when needed, not for every frame
+            raise ValueError(f"CallRecognizer.feed: entry {entry_id} of call {self.call_sid}: {exc}") from None
         events: list[RecognizerEvent] = []
-        for pcm in ulaw_pcm_frames(ulaw, f"CallRecognizer.feed: entry {entry_id} of call {self.call_sid}"):
+        for pcm in frames:
             self._frame(entry_id, pcm, arrived, events)
         return events
 

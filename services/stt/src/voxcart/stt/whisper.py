@@ -141,7 +141,11 @@ class WhisperCallStt:
         """
         events: list[RecognizerEvent] = []
         ep = self._endpointer
-        for pcm in ulaw_pcm_frames(ulaw, f"WhisperCallStt.feed: entry {entry_id} of call {self.call_sid}"):
+        try:
+            frames = ulaw_pcm_frames(ulaw)
+        except ValueError as exc:  # the location is formatted only when needed, not for every frame
+            raise ValueError(f"WhisperCallStt.feed: entry {entry_id} of call {self.call_sid}: {exc}") from None
+        for pcm in frames:
             step = ep.process(entry_id, pcm, arrived)
             if not step.frames:
                 continue
