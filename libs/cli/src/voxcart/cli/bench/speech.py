@@ -48,7 +48,7 @@ from voxcart.common.seed import load_seed
 from voxcart.common.settings import Settings
 from voxcart.stt.recognizer import RecognizerModel
 
-from .asterisk import ISOLATED_NUMBERS, SOUNDS_DIR, TRANSCRIPTS, AsteriskPrompt, find_prompts, missing_data
+from .asterisk import SOUNDS_DIR, TRANSCRIPTS, AsteriskPrompt, find_prompts, missing_data
 from .calls import CallAudio, compose_call, noisy_call
 from .corpus import BenchSentence, in_domain_sentences, in_samples, quick_subset
 from .decoding import (
@@ -67,6 +67,7 @@ from .decoding import (
 from .intent import IntentJudge
 from .noise import NOISE_MIX, measured_snr
 from .perf import AGENT_PROMPTS, piper_first_audio, summary, tts_first_audio
+from .recorded import asterisk_report, asterisk_sets, prompt_tasks
 from .report import render
 from .wer import WordErrors, canonical_tokens, word_errors
 
@@ -80,7 +81,6 @@ SPEEDS: Final = (1.0, 0.9, 1.15, 1.05, 0.85, 1.25)
 VARIATION: Final = 0.8
 """Piper's randomness for renditions after the first (the first is deterministic)."""
 CALL_SENTENCES: Final = 8
-PROMPTS_PER_TASK: Final = 12
 
 
 def _default_end_silence_ms() -> int:
@@ -244,79 +244,6 @@ def _condition_report(
     }
 
 
-# -- (b) recorded speech ------------------------------------------------------------------------------------
-
-
-def _asterisk_sets(prompts: Sequence[AsteriskPrompt], quick: bool) -> tuple[list[AsteriskPrompt], list[AsteriskPrompt]]:
-    sentences = [p for p in prompts if p.words >= 2 and not p.key.startswith(("letters/", "digits/"))]
-    numbers = [p for p in prompts if p.key in ISOLATED_NUMBERS]
-    if quick:
-        sentences = sorted((p for p in sentences if p.words >= 3), key=lambda p: (p.seconds, p.key))[:2]
-        numbers = [p for p in numbers if p.key in ("digits/7", "digits/40")]
-    return sentences, numbers
-
-
-def _prompt_tasks(
-    sentences: Sequence[AsteriskPrompt], numbers: Sequence[AsteriskPrompt], end_silence_ms: int
-) -> list[PromptTask]:
-    tasks: list[PromptTask] = []
-    for group, setups in ((sentences, ("generic", "domain")), (numbers, ("generic", "domain", "grammar"))):
-        for i in range(0, len(group), PROMPTS_PER_TASK):
-            chunk = tuple((p.key, str(p.path)) for p in group[i : i + PROMPTS_PER_TASK])
-            tasks.append(PromptTask(len(tasks), chunk, setups, end_silence_ms))
-    return tasks
-
-
-def _asterisk_report(
-    sentences: Sequence[AsteriskPrompt],
-    numbers: Sequence[AsteriskPrompt],
-    results: dict[str, PromptResult],
-    grammar: str | None,
-) -> dict[str, Any]:
-    setups: dict[str, dict[str, Any]] = {}
-    for setup in ("generic", "domain"):
-        errors = WordErrors()
-        cpu = audio = 0.0
-        for p in sentences:
-            r = results[p.key]
-            errors += word_errors(p.text, r.texts[setup])
-            cpu += r.cpu_s[setup]
-            audio += r.seconds
-        setups[setup] = {**errors.as_dict(), "rtf": round(cpu / audio, 4) if audio else None}
-    exact: dict[str, Any] = {}
-    # listen("digits") exists either way: without a grammar behind it, it changes nothing
-    changed = any(results[p.key].texts["grammar"] != results[p.key].texts["domain"] for p in numbers)
-    for setup in ("generic", "domain", "grammar"):
-        if setup == "grammar" and grammar is None and not changed:
-            exact[setup] = {
-                "available": False,
-                "note": "the recognizer exposes no numbers grammar: listen('digits') changed no transcript",
-            }
-            continue
-        hits = [canonical_tokens(results[p.key].texts[setup]) == canonical_tokens(p.text) for p in numbers]
-        exact[setup] = {
-            "available": True,
-            "exact": round(sum(hits) / len(hits), 4) if hits else None,
-            "correct": sum(hits),
-            "total": len(hits),
-        }
-    if exact["grammar"]["available"]:
-        exact["grammar"]["via"] = grammar or "listen('digits')"
-    return {
-        "available": True,
-        "prompts": len(sentences),
-        "minutes": round(sum(p.seconds for p in sentences) / 60, 2),
-        "words": sum(p.words for p in sentences),
-        "setups": setups,
-        "isolated_numbers": exact,
-        "prompts_detail": [
-            {"key": p.key, "ref": p.text, **{s: results[p.key].texts[s] for s in ("generic", "domain")}}
-            for p in sentences
-        ],
-        "numbers_detail": [{"key": p.key, "ref": p.text, **results[p.key].texts} for p in numbers],
-    }
-
-
 # -- the run ------------------------------------------------------------------------------------------------
 
 
@@ -372,25 +299,25 @@ def run_speech_bench(options: SpeechBenchOptions) -> dict[str, Any]:
     asterisk_sentences: list[AsteriskPrompt] = []
     asterisk_numbers: list[AsteriskPrompt] = []
     grammar = numbers_grammar()
-    prompt_tasks: list[PromptTask] = []
+    tasks: list[PromptTask] = []
     if reason is None:
-        asterisk_sentences, asterisk_numbers = _asterisk_sets(
+        asterisk_sentences, asterisk_numbers = asterisk_sets(
             find_prompts(options.sounds_dir, options.transcripts), options.quick
         )
-        prompt_tasks = _prompt_tasks(asterisk_sentences, asterisk_numbers, end_silence)
+        tasks = prompt_tasks(asterisk_sentences, asterisk_numbers, end_silence)
     else:
         say(f"skipping recorded speech: {reason}")
 
     noisy_results: list[CallResult] = []
     prompt_results: dict[str, PromptResult] = {}
-    total_prompts = sum(len(t.prompts) for t in prompt_tasks)
+    total_prompts = sum(len(t.prompts) for t in tasks)
     say(f"pool of {options.workers}: {len(call_tasks)} noisy calls, {total_prompts} recorded prompts")
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(options.workers, context, init_worker, (samples, words)) as pool:
         memory_calls = 3 if options.quick else 10
         memory_future = pool.submit(run_memory_task, pcm16_to_ulaw(single.pcm), memory_calls, end_silence)
         futures: dict[Future[Any], str] = {pool.submit(run_call_task, t): "call" for t in call_tasks}
-        futures.update({pool.submit(run_prompt_task, t): "prompts" for t in prompt_tasks})
+        futures.update({pool.submit(run_prompt_task, t): "prompts" for t in tasks})
         for future in as_completed(futures):
             if futures[future] == "call":
                 noisy_results.append(future.result())
@@ -443,7 +370,7 @@ def run_speech_bench(options: SpeechBenchOptions) -> dict[str, Any]:
             "conditions": conditions,
         },
         "asterisk": (
-            _asterisk_report(asterisk_sentences, asterisk_numbers, prompt_results, grammar)
+            asterisk_report(asterisk_sentences, asterisk_numbers, prompt_results, grammar)
             if reason is None
             else {"available": False, "skipped": reason}
         ),
