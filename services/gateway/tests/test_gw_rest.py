@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import socket
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -17,6 +18,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from voxcart.common import events as ev
+from voxcart.common.bus import MemoryBus
+from voxcart.common.bus.writer import Writer
+from voxcart.gateway.session import CallSession
+from voxcart.gateway.twilio.connection import MediaConnection
 from voxcart.gateway.twilio.rest import CallResource, TwilioRest, TwilioRestError
 
 AC = "AC" + "0123456789abcdef" * 2
@@ -149,3 +155,74 @@ async def test_gw_rest_over_a_real_socket(fake_twilio: tuple[str, list[dict[str,
     async with TwilioRest(AC, TOKEN, base_url=f"http://127.0.0.1:{free_port()}", timeout=1.0) as rest:
         with pytest.raises(TwilioRestError, match="ConnectError"):
             await rest.hangup(CA)
+
+
+def _started_session(rest: TwilioRest, closed: list[bool], remembered: list[tuple[str, str]]) -> CallSession:
+    conn = MediaConnection()
+    conn.receive('{"event":"connected","protocol":"Call","version":"1.0.0"}')
+    start = {
+        "streamSid": "MZ" + "a" * 32,
+        "accountSid": AC,
+        "callSid": CA,
+        "tracks": ["inbound"],
+        "customParameters": {},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    }
+    conn.receive(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": start["streamSid"], "start": start}))
+
+    async def send(text: str) -> None:
+        pass
+
+    async def close_socket() -> None:
+        closed.append(True)
+
+    async def end_call(sid: str) -> None:
+        await rest.hangup(sid)
+
+    async def remember(sid: str, number: str) -> None:
+        remembered.append((sid, number))
+
+    async def transfer_call(sid: str, number: str) -> None:
+        await rest.transfer(sid, number)
+
+    writer = Writer(MemoryBus())
+    return CallSession(conn, 1, writer, send, close_socket, end_call, lambda *_: None, remember, transfer_call)
+
+
+async def test_gw_session_transfers_through_rest(fake_twilio: tuple[str, list[dict[str, object]]]) -> None:
+    """A brain ``transfer`` after the last turn redirects the live call to <Dial> through the REST API; the socket
+    is left for Twilio to end."""
+    base, calls = fake_twilio
+    closed: list[bool] = []
+    remembered: list[tuple[str, str]] = []
+    async with TwilioRest(AC, TOKEN, base_url=base, timeout=2.0) as rest:
+        session = _started_session(rest, closed, remembered)
+        await session.deliver(ev.Clear(call_sid=CA, turn_no=1))  # the last line is over (cut short, no audio here)
+        await session.deliver(ev.Transfer(call_sid=CA, after_turn=1, number="+15552223333"))
+        assert session.ending is not None
+        await session.ending
+        await session.aclose()
+    assert len(calls) == 1 and calls[0]["path"] == f"/2010-04-01/Accounts/{AC}/Calls/{CA}.json"
+    form = calls[0]["form"]
+    assert isinstance(form, dict)
+    root = ET.fromstring(form["Twiml"][0])
+    assert [el.tag for el in root] == ["Dial"] and root[0].text == "+15552223333"
+    assert closed == [] and remembered == [(CA, "+15552223333")]
+
+
+async def test_gw_session_transfer_falls_back_to_closing_the_socket(
+    fake_twilio: tuple[str, list[dict[str, object]]],
+) -> None:
+    """REST refused (bad credentials): the number is remembered and the socket closed, so Twilio's <Connect action>
+    request gets the <Dial> instead; the call is not lost."""
+    base, calls = fake_twilio
+    closed: list[bool] = []
+    remembered: list[tuple[str, str]] = []
+    async with TwilioRest(AC, "wrong-token", base_url=base, timeout=2.0) as rest:
+        session = _started_session(rest, closed, remembered)
+        await session.deliver(ev.Clear(call_sid=CA, turn_no=1))  # the last line is over (cut short, no audio here)
+        await session.deliver(ev.Transfer(call_sid=CA, after_turn=1, number="+15552223333"))
+        assert session.ending is not None
+        await session.ending
+        await session.aclose()
+    assert calls == [] and closed == [True] and remembered == [(CA, "+15552223333")]

@@ -230,6 +230,10 @@ async def _run_socket(
                     assert rest is not None
                     await rest.hangup(call_sid)
 
+                async def transfer_call(call_sid: str, number: str) -> None:
+                    assert rest is not None
+                    await rest.transfer(call_sid, number)
+
                 session = CallSession(
                     conn,
                     gen,
@@ -239,6 +243,7 @@ async def _run_socket(
                     end_call if rest else None,
                     registry.record_latency,
                     registry.remember_transfer,
+                    transfer_call if rest else None,
                 )
                 await registry.attach(session)
                 log.info("media stream started", extra={"call_sid": sid, "gen": gen})

@@ -59,6 +59,8 @@ class CallSession:
         end_call: hangs the call up through Twilio's REST API, or ``None`` when no credentials are configured.
         record_latency: stores a turn's measured latency in the call record.
         remember_transfer: stores the transfer number where ``<Connect action>`` will look for it.
+        transfer_call: redirects the call to ``<Dial>number</Dial>`` through Twilio's REST API, or ``None`` when
+            no credentials are configured (the socket is closed and ``<Connect action>`` dials instead).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class CallSession:
         end_call: Callable[[str], Awaitable[None]] | None,
         record_latency: Callable[[str, int, float], None],
         remember_transfer: Callable[[str, str], Awaitable[None]],
+        transfer_call: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         assert conn.call_sid is not None
         self.sid: str = conn.call_sid
@@ -81,6 +84,7 @@ class CallSession:
         self._end_call = end_call
         self._record_latency = record_latency
         self._remember_transfer = remember_transfer
+        self._transfer_call = transfer_call
         self._reply_to_voiced: dict[int, float] = {}
         self.pacer = Pacer(conn, send, on_first_frame=self._first_frame)
         self.audio_in = keys.audio_in(self.sid)
@@ -147,13 +151,21 @@ class CallSession:
             self.ending = asyncio.create_task(self._end_after(event.after_turn, isinstance(event, ev.Hangup)))
 
     async def _end_after(self, turn_no: int, hangup: bool) -> None:
-        """Let the last turn play out, then hang up (REST) or close the socket (Twilio then asks
-        ``<Connect action>``, which answers ``<Dial>`` for a transfer or ``<Hangup/>``)."""
+        """Let the last turn play out, then transfer or hang up through the REST API, or close the socket (Twilio
+        then asks ``<Connect action>``, which answers ``<Dial>`` for a transfer or ``<Hangup/>``)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_END_WAIT_S):
                 await self.pacer.wait_played(turn_no)
         if self.transfer_to:
+            # remembered first: if the REST redirect fails, closing the socket still dials via <Connect action>
             await self._remember_transfer(self.sid, self.transfer_to)
+            if self._transfer_call is not None:
+                sid = self.sid
+                try:
+                    await self._transfer_call(self.sid, self.transfer_to)
+                    return
+                except Exception as exc:
+                    log.warning("REST transfer failed (%s); closing the media socket", exc, extra={"call_sid": sid})
         if hangup and self._end_call is not None:
             try:
                 await self._end_call(self.sid)
