@@ -1,9 +1,14 @@
-"""The embedded SQLite store against both seeds: look-ups, fuzzy product names, clock, and guarded actions."""
+"""Both store backends (embedded SQLite, PostgreSQL) against both seeds, by the very same tests: look-ups, fuzzy
+product names, clock, and guarded actions. PostgreSQL-only behaviour (seed loading, replicas, errors) is in
+``test_brain_store_postgres.py``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+import zoneinfo
+from collections.abc import Callable
 
 import pytest
 
@@ -11,6 +16,7 @@ from voxcart.brain.store import (
     ActionRefused,
     FixedClock,
     OrderNotFound,
+    PostgresStore,
     SqliteStore,
     Store,
     check_return,
@@ -19,12 +25,20 @@ from voxcart.brain.store import (
 )
 from voxcart.common.seed import Order, Seed, load_seed
 
+MakeStore = Callable[..., Store]
+
+
+@pytest.fixture
+def store(make_store: MakeStore, seed: Seed, clock: FixedClock) -> Store:
+    """This module's stores come from both backends (conftest's ``make_store``), not only SQLite."""
+    return make_store(seed, clock)
+
 
 def _order(seed: Seed, status: str) -> Order:
     return next(o for o in seed.orders if o.status == status)
 
 
-def _returnable(seed: Seed, store: SqliteStore) -> tuple[Order, str]:
+def _returnable(seed: Seed, store: Store) -> tuple[Order, str]:
     """A delivered order with an item that is returnable the day after delivery."""
     for order in seed.orders:
         if order.status != "delivered" or order.delivered is None:
@@ -39,12 +53,12 @@ def _returnable(seed: Seed, store: SqliteStore) -> tuple[Order, str]:
     raise AssertionError("seed has no returnable item")
 
 
-def test_store_satisfies_protocol(store: SqliteStore) -> None:
-    as_protocol: Store = store
-    assert as_protocol.info.name
+def test_store_satisfies_protocol(seed: Seed, store: Store) -> None:
+    assert isinstance(store, SqliteStore | PostgresStore)  # both are checked against Store by mypy
+    assert store.info == seed.store and store.policies == seed.policies
 
 
-def test_lookups_return_the_seed(seed: Seed, store: SqliteStore) -> None:
+def test_lookups_return_the_seed(seed: Seed, store: Store) -> None:
     for order in seed.orders:
         assert store.get_order(order.number) == order
     assert store.get_order("0") is None
@@ -61,7 +75,7 @@ def test_lookups_return_the_seed(seed: Seed, store: SqliteStore) -> None:
             assert store.product_for_sku(variant.sku) == product
 
 
-def test_customer_by_phone_tolerates_formats(seed: Seed, store: SqliteStore) -> None:
+def test_customer_by_phone_tolerates_formats(seed: Seed, store: Store) -> None:
     customer = next(c for c in seed.customers if c.phone and c.phone.startswith("+1"))
     assert customer.phone is not None
     local = customer.phone[2:]
@@ -72,7 +86,7 @@ def test_customer_by_phone_tolerates_formats(seed: Seed, store: SqliteStore) -> 
     assert phone_key("+1 555 555 0123") == phone_key("5555550123") == "15555550123"
 
 
-def test_find_products_by_name_alias_case_and_plural(seed: Seed, store: SqliteStore) -> None:
+def test_find_products_by_name_alias_case_and_plural(seed: Seed, store: Store) -> None:
     for product in seed.products:
         for said in (product.name, product.name.upper(), product.name.lower() + "s", f"do you have the {product.name}"):
             assert store.find_products(said)[0].product.id == product.id, said
@@ -82,7 +96,7 @@ def test_find_products_by_name_alias_case_and_plural(seed: Seed, store: SqliteSt
     assert store.find_products("a surfboard and a kayak") == []
 
 
-def test_partial_and_misspelt_names(seed: Seed, store: SqliteStore) -> None:
+def test_partial_and_misspelt_names(seed: Seed, store: Store) -> None:
     product = max(seed.products, key=lambda p: len(p.name.split()))
     last = product.name.split()[-1]
     assert product.id in {m.product.id for m in store.find_products(last)}
@@ -92,7 +106,7 @@ def test_partial_and_misspelt_names(seed: Seed, store: SqliteStore) -> None:
         assert product.id in {m.product.id for m in store.find_products(typo)}
 
 
-def test_variants_filter(seed: Seed, store: SqliteStore) -> None:
+def test_variants_filter(seed: Seed, store: Store) -> None:
     product = next(p for p in seed.products if len({v.color for v in p.variants}) > 1)
     color = product.variants[0].color
     assert color is not None
@@ -105,16 +119,16 @@ def test_variants_filter(seed: Seed, store: SqliteStore) -> None:
     assert store.variants(product.id, color="no such colour") == []
 
 
-def test_today_is_in_the_store_timezone(seed: Seed) -> None:
+def test_today_is_in_the_store_timezone(seed: Seed, make_store: MakeStore) -> None:
     late_utc = dt.datetime(2030, 6, 1, 3, 30, tzinfo=dt.UTC)
-    store = SqliteStore(seed, clock=FixedClock(late_utc))
-    expected = late_utc.astimezone(__import__("zoneinfo").ZoneInfo(seed.store.timezone)).date()
+    store = make_store(seed, FixedClock(late_utc))
+    expected = late_utc.astimezone(zoneinfo.ZoneInfo(seed.store.timezone)).date()
     assert store.today() == expected == dt.date(2030, 5, 31)  # both seeds are in American zones
     with pytest.raises(ValueError, match="timezone-aware"):
         FixedClock(dt.datetime(2030, 1, 1))
 
 
-def test_create_return_is_idempotent_by_key(seed: Seed, store: SqliteStore, clock: FixedClock) -> None:
+def test_create_return_is_idempotent_by_key(seed: Seed, store: Store, clock: FixedClock) -> None:
     order, sku = _returnable(seed, store)
     assert order.delivered is not None
     clock.now = FixedClock.on(order.delivered + dt.timedelta(days=1), seed.store.timezone).now
@@ -135,7 +149,7 @@ def test_create_return_is_idempotent_by_key(seed: Seed, store: SqliteStore, cloc
         assert reused.value.reason == "key_reused"
 
 
-def test_create_return_concurrent_same_key(seed: Seed, store: SqliteStore, clock: FixedClock) -> None:
+def test_create_return_concurrent_same_key(seed: Seed, store: Store, clock: FixedClock) -> None:
     order, sku = _returnable(seed, store)
     assert order.delivered is not None
     clock.now = FixedClock.on(order.delivered, seed.store.timezone).now
@@ -152,7 +166,7 @@ def test_create_return_concurrent_same_key(seed: Seed, store: SqliteStore, clock
     assert len({r.id for r in results}) == 1 and len(results) == 8
 
 
-def test_create_return_refusals(seed: Seed, store: SqliteStore, clock: FixedClock) -> None:
+def test_create_return_refusals(seed: Seed, store: Store, clock: FixedClock) -> None:
     order, sku = _returnable(seed, store)
     assert order.delivered is not None
     deadline = order.delivered + dt.timedelta(days=seed.policies.return_window_days)
@@ -173,7 +187,7 @@ def test_create_return_refusals(seed: Seed, store: SqliteStore, clock: FixedCloc
         store.create_return("0", sku, key="nothing")
 
 
-def test_non_returnable_category_is_refused(seed: Seed, store: SqliteStore, clock: FixedClock) -> None:
+def test_non_returnable_category_is_refused(seed: Seed, store: Store, clock: FixedClock) -> None:
     banned = {c.lower() for c in seed.policies.non_returnable_categories}
     order, sku = next(
         (o, i.sku)
@@ -188,7 +202,7 @@ def test_non_returnable_category_is_refused(seed: Seed, store: SqliteStore, cloc
     assert refused.value.reason == "non_returnable"
 
 
-def test_cancel_only_while_processing(seed: Seed, store: SqliteStore) -> None:
+def test_cancel_only_while_processing(seed: Seed, store: Store) -> None:
     processing = _order(seed, "processing")
     cancelled = store.cancel_order(processing.number)
     assert cancelled.status == "cancelled" and store.get_order(processing.number) == cancelled
@@ -203,16 +217,17 @@ def test_cancel_only_while_processing(seed: Seed, store: SqliteStore) -> None:
         store.cancel_order("0")
 
 
-def test_stores_are_independent(seed: Seed) -> None:
-    a, b = SqliteStore(seed), SqliteStore(seed)
+def test_sqlite_stores_are_independent(seed: Seed) -> None:
+    a, b = SqliteStore(seed), SqliteStore(seed)  # PostgreSQL replicas share one database instead
     number = _order(seed, "processing").number
     a.cancel_order(number)
     assert b.get_order(number) == _order(seed, "processing")
 
 
-def test_from_file_and_demo_data() -> None:
-    store = SqliteStore.from_file(demo_seed_path())
+def test_from_file_and_demo_data(make_store: MakeStore) -> None:
     demo = load_seed(demo_seed_path())
+    assert SqliteStore.from_file(demo_seed_path()).products() == demo.products
+    store = make_store(demo)
     assert store.info == demo.store
     # The demo store is what the docs describe: order 10023 shipped, for the caller +15555550123.
     order = store.get_order("10023")

@@ -76,6 +76,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     store_today: str = ""
     """Pin the store's "today" to this ISO date (demos and tests); empty: the real date in the store's timezone."""
     store_url: str = ""
+    """PostgreSQL holding the store (``postgresql://user:password@host:port/db``); with ``STORE_SEED`` the seed is
+    loaded into it at start. Empty: the embedded SQLite store from ``STORE_SEED``."""
     api_token: str = ""
     """When set, ``/calls`` requires ``Authorization: Bearer <API_TOKEN>``."""
     deepgram_api_key: str = ""

@@ -2,43 +2,28 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
-from zoneinfo import ZoneInfo
 
 from voxcart.common.bus import RedisBus, keys
-from voxcart.common.seed import SeedError, load_seed
 from voxcart.common.settings import Settings
 from voxcart.common.worker import CallContext, CallHandler, Worker
 
 from .dialog import Dialog, sample_utterances, vocabulary
 from .language import catalogue
-from .store import Clock, FixedClock, SqliteStore, demo_seed_path, system_clock
+from .store import StoreError, build_store, demo_seed_path
 from .worker import BrainHandler
 
 __all__ = ["build_dialog", "publish_language", "run"]
 
 
 def build_dialog(settings: Settings) -> Dialog:
-    """Load the store from ``STORE_SEED`` (default: the demo store) and build the dialog; exits on a bad seed."""
-    if settings.store_url:
-        raise SystemExit("STORE_URL (PostgreSQL) is not supported yet; use STORE_SEED")
-    path = settings.store_seed or str(demo_seed_path())
+    """Open the store (``STORE_URL``, else ``STORE_SEED``, else the demo store) and build the dialog; exits when the
+    store cannot be opened, with the setting at fault named."""
     try:
-        seed = load_seed(path)
-    except SeedError as exc:
-        raise SystemExit(f"STORE_SEED: {exc}") from None
-    except OSError as exc:
-        raise SystemExit(f"STORE_SEED: cannot read {path}: {exc}") from None
-    clock: Clock = system_clock
-    if settings.store_today:
-        try:
-            day = dt.date.fromisoformat(settings.store_today)
-        except ValueError:
-            raise SystemExit(f"STORE_TODAY={settings.store_today!r}: expected an ISO date like 2026-11-20") from None
-        clock = FixedClock(dt.datetime.combine(day, dt.time(12), ZoneInfo(seed.store.timezone)))
-    store = SqliteStore(seed, clock=clock)
+        store = build_store(settings, default_seed=str(demo_seed_path()))
+    except StoreError as exc:
+        raise SystemExit(str(exc)) from None
     return Dialog(store, min_confidence=settings.brain_min_confidence)
 
 

@@ -1,4 +1,5 @@
-"""The shop's data as the dialog sees it: the :class:`Store` interface and its embedded SQLite implementation.
+"""The shop's data as the dialog sees it: the :class:`Store` interface, its embedded SQLite and PostgreSQL
+implementations, and :func:`build_store`, which opens the one the settings name.
 
 Invariants: the dialog depends only on :class:`Store`; "today" is always ``store.today()`` (the store's clock in
 its timezone); return eligibility is decided by :func:`check_return` for both what is said and what is done.
@@ -13,14 +14,18 @@ from typing import Final
 
 from voxcart.brain.store._base import (
     ActionRefused,
+    AddressChange,
     Clock,
     FixedClock,
+    Message,
     OrderNotFound,
     ProductMatch,
     Store,
     StoreError,
+    StoreUnavailable,
     system_clock,
 )
+from voxcart.brain.store._build import build_store
 from voxcart.brain.store._match import COMMON_COLORS, match_colors, match_products, match_size, unknown_colors
 from voxcart.brain.store._policy import (
     CLOSED_RETURN_STATUSES,
@@ -29,22 +34,29 @@ from voxcart.brain.store._policy import (
     check_return,
     open_return_for,
 )
-from voxcart.brain.store._sqlite import SqliteStore, phone_key
+from voxcart.brain.store._postgres import PostgresStore
+from voxcart.brain.store._rows import phone_key
+from voxcart.brain.store._sqlite import SqliteStore
 
 __all__ = [
     "CLOSED_RETURN_STATUSES",
     "COMMON_COLORS",
     "DEMO_TODAY",
     "ActionRefused",
+    "AddressChange",
     "Clock",
     "FixedClock",
+    "Message",
     "OrderNotFound",
+    "PostgresStore",
     "ProductMatch",
     "ReturnCheck",
     "ReturnVerdict",
     "SqliteStore",
     "Store",
     "StoreError",
+    "StoreUnavailable",
+    "build_store",
     "check_return",
     "demo_seed_path",
     "match_colors",

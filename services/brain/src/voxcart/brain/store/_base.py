@@ -1,12 +1,12 @@
 """The store interface the dialog talks to, and the clock it reads "today" from.
 
 Invariants:
-- Every implementation (embedded SQLite now, PostgreSQL and commerce APIs later) returns the seed's Structs
+- Every implementation (embedded SQLite, PostgreSQL; commerce APIs later) returns the seed's Structs
   (:mod:`voxcart.common.seed`), so the dialog never sees rows or JSON.
 - "Today" is ``clock()`` converted to the store's timezone; nothing reads the wall clock directly.
-- Actions are safe to repeat: :meth:`Store.create_return` is idempotent by its key, and cancelling an order
-  that is already cancelled returns it unchanged. Refusals are :class:`ActionRefused` with a stable
-  ``reason`` code, never a silent no-op.
+- Actions are safe to repeat: :meth:`Store.create_return`, :meth:`Store.change_address` and
+  :meth:`Store.leave_message` are idempotent by their key, and cancelling an order that is already cancelled
+  returns it unchanged. Refusals are :class:`ActionRefused` with a stable ``reason`` code, never a silent no-op.
 """
 
 from __future__ import annotations
@@ -22,12 +22,15 @@ from voxcart.common.seed import Customer, Order, Policies, Product, Return, Stor
 
 __all__ = [
     "ActionRefused",
+    "AddressChange",
     "Clock",
     "FixedClock",
+    "Message",
     "OrderNotFound",
     "ProductMatch",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "system_clock",
 ]
 
@@ -69,6 +72,13 @@ class StoreError(Exception):
     """A store operation failed."""
 
 
+class StoreUnavailable(StoreError):
+    """The store's database cannot be used: unreachable, refusing the login, or not holding a store.
+
+    The message says where (host, port, database) and what to do; it never contains a password.
+    """
+
+
 class OrderNotFound(StoreError, LookupError):
     """No order has this number."""
 
@@ -81,9 +91,9 @@ class ActionRefused(StoreError):
     """An action the store's rules do not allow.
 
     Attributes:
-        reason: a stable code: ``not_processing`` (cancel after shipping), ``not_in_order``,
+        reason: a stable code: ``not_processing`` (cancel or address change after shipping), ``not_in_order``,
             ``not_delivered``, ``window_closed``, ``non_returnable``, ``cancelled``, ``already_returned``,
-            ``has_return``, ``key_reused``.
+            ``has_return``, ``key_reused``, ``empty`` (an address or message with no words).
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -101,6 +111,31 @@ class ProductMatch(msgspec.Struct, frozen=True, kw_only=True):
     """The name or alias that matched."""
     exact: bool
     """A whole name or alias occurred in the text."""
+
+
+class AddressChange(msgspec.Struct, frozen=True, kw_only=True):
+    """A new shipping address set on an order by :meth:`Store.change_address`."""
+
+    order: str
+    """The order number."""
+    address: str
+    """The address as the caller gave it (spoken words, numbers as digits: "12 oak lane portland 97205")."""
+    changed: dt.date
+    """The store's date of the change."""
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """A message a caller left for the team (outside opening hours), for someone to call back."""
+
+    id: str
+    caller_number: str
+    """The number to call back (E.164 or digits as given); "" when withheld and not given."""
+    text: str
+    """The message, as recognized."""
+    created: dt.datetime
+    """When it was left (timezone-aware, the store's clock)."""
+    order_number: str | None = None
+    """The order the call was about, if one was discussed and verified."""
 
 
 class Store(Protocol):
@@ -181,4 +216,42 @@ class Store(Protocol):
             OrderNotFound: no such order.
             ActionRefused: ``not_processing``: it has shipped, been delivered or returned.
         """
+        ...
+
+    def change_address(self, number: str, address: str, *, key: str) -> AddressChange:
+        """Set a new shipping address on an order that has not shipped; repeating with the same ``key`` returns
+        the first change.
+
+        Args:
+            number: the order number.
+            address: the new address as one line of words (leading/trailing space is dropped).
+            key: idempotency key (the dialog derives it from the call and the order).
+
+        Raises:
+            OrderNotFound: no such order.
+            ActionRefused: ``not_processing`` (shipped, delivered or returned), ``cancelled``, ``empty`` (no
+                address), or ``key_reused`` (the key was used for another order or address).
+        """
+        ...
+
+    def address_changes(self, number: str) -> list[AddressChange]:
+        """The address changes made to an order, oldest first (the last one is where it ships)."""
+        ...
+
+    def leave_message(self, caller_number: str, text: str, *, key: str, order_number: str | None = None) -> Message:
+        """Record a caller's message for the team; repeating with the same ``key`` returns the first message.
+
+        Args:
+            caller_number: the number to call back ("" when unknown).
+            text: the message.
+            key: idempotency key (the dialog derives it from the call).
+            order_number: the order the call was about, if any.
+
+        Raises:
+            ActionRefused: ``empty`` (no words), or ``key_reused`` (the key was used for a different message).
+        """
+        ...
+
+    def messages(self) -> list[Message]:
+        """Every message left by callers, oldest first."""
         ...

@@ -4,9 +4,11 @@ Invariants:
 - One connection per store, guarded by a lock: every method is atomic and safe to call from any thread.
 - The seed is loaded once, in one transaction, at construction; the store's own actions (returns, cancels)
   are the only writes, and each commits before returning.
-- Returns created here get ids ``R<n>`` not used by the seed, status ``requested``, and ``updated`` = today.
+- Returns created here get ids ``R<n>`` not used by the seed, status ``requested``, and ``updated`` = today;
+  messages get ids ``M<n>``; address changes and messages are kept in their own tables (the seed has neither).
 - ``idem_key`` is unique: a second :meth:`SqliteStore.create_return` with the same key returns the first
-  return (or refuses with ``key_reused`` if it names a different order or item).
+  return (or refuses with ``key_reused`` if it names a different order or item); the same holds for
+  :meth:`SqliteStore.change_address` and :meth:`SqliteStore.leave_message`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,28 @@ from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from voxcart.brain.store._base import ActionRefused, Clock, OrderNotFound, ProductMatch, system_clock
+import msgspec
+
+from voxcart.brain.store._actions import must_cancel, new_return, returnable_item, reuse_return
+from voxcart.brain.store._base import AddressChange, Clock, Message, OrderNotFound, ProductMatch, system_clock
 from voxcart.brain.store._match import match_products
-from voxcart.brain.store._policy import check_return
+from voxcart.brain.store._requests import (
+    address_change,
+    clean_text,
+    new_message,
+    reuse_address_change,
+    reuse_message,
+)
+from voxcart.brain.store._rows import (
+    COLUMNS,
+    customer_from_row,
+    order_from_row,
+    phone_key,
+    product_from_row,
+    return_from_row,
+    seed_rows,
+    variant_from_row,
+)
 from voxcart.common.seed import (
     Customer,
     Order,
@@ -35,7 +56,7 @@ from voxcart.common.seed import (
     load_seed,
 )
 
-__all__ = ["SqliteStore", "phone_key"]
+__all__ = ["SqliteStore"]
 
 _SCHEMA: Final = """
 CREATE TABLE products (id TEXT PRIMARY KEY, pos INTEGER NOT NULL, name TEXT NOT NULL, category TEXT NOT NULL,
@@ -43,8 +64,9 @@ CREATE TABLE products (id TEXT PRIMARY KEY, pos INTEGER NOT NULL, name TEXT NOT 
 CREATE TABLE variants (sku TEXT PRIMARY KEY, product_id TEXT NOT NULL REFERENCES products(id), pos INTEGER NOT NULL,
                        color TEXT, size TEXT, stock INTEGER NOT NULL, restock_date TEXT);
 CREATE INDEX variants_product ON variants(product_id, pos);
-CREATE TABLE customers (id TEXT PRIMARY KEY, name TEXT NOT NULL, phone TEXT, phone_key TEXT, email TEXT, zip TEXT);
-CREATE INDEX customers_phone ON customers(phone_key);
+CREATE TABLE customers (id TEXT PRIMARY KEY, pos INTEGER NOT NULL, name TEXT NOT NULL, phone TEXT, phone_key TEXT,
+                        email TEXT, zip TEXT);
+CREATE INDEX customers_phone ON customers(phone_key, pos);
 CREATE TABLE orders (number TEXT PRIMARY KEY, customer_id TEXT NOT NULL REFERENCES customers(id),
                      placed TEXT NOT NULL, status TEXT NOT NULL, carrier TEXT, tracking TEXT, eta TEXT,
                      delivered TEXT);
@@ -56,23 +78,21 @@ CREATE TABLE returns (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, order_number TE
                       sku TEXT NOT NULL, status TEXT NOT NULL, refund_amount REAL, updated TEXT NOT NULL,
                       idem_key TEXT UNIQUE);
 CREATE INDEX returns_order ON returns(order_number, seq);
+CREATE TABLE address_changes (seq INTEGER PRIMARY KEY, order_number TEXT NOT NULL REFERENCES orders(number),
+                              address TEXT NOT NULL, changed TEXT NOT NULL, idem_key TEXT UNIQUE NOT NULL);
+CREATE INDEX address_changes_order ON address_changes(order_number, seq);
+CREATE TABLE messages (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, caller_number TEXT NOT NULL, text TEXT NOT NULL,
+                       created TEXT NOT NULL, order_number TEXT, idem_key TEXT UNIQUE NOT NULL);
 """
 
 
-def phone_key(phone: str) -> str | None:
-    """Digits of a phone number with a North American ``1`` added to 10-digit numbers; None if too short."""
-    digits = "".join(ch for ch in phone if ch.isdigit())
-    if len(digits) == 10:
-        digits = "1" + digits
-    return digits if len(digits) >= 7 else None
-
-
-def _date(value: Any) -> dt.date | None:
-    return dt.date.fromisoformat(value) if value else None
-
-
-def _iso(value: dt.date | None) -> str | None:
-    return value.isoformat() if value else None
+def _sqlite_value(value: Any) -> Any:
+    """Dates as ISO text, lists (aliases) as JSON: what the SQLite schema stores."""
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, list):
+        return json.dumps(value)
+    return value
 
 
 class SqliteStore:
@@ -102,36 +122,9 @@ class SqliteStore:
     def _load(self, seed: Seed) -> None:
         db = self._db
         db.execute("BEGIN")
-        for pos, p in enumerate(seed.products):
-            db.execute(
-                "INSERT INTO products VALUES (?, ?, ?, ?, ?, ?)",
-                (p.id, pos, p.name, p.category, p.price, json.dumps(p.aliases)),
-            )
-            db.executemany(
-                "INSERT INTO variants VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(v.sku, p.id, i, v.color, v.size, v.stock, _iso(v.restock_date)) for i, v in enumerate(p.variants)],
-            )
-        db.executemany(
-            "INSERT INTO customers VALUES (?, ?, ?, ?, ?, ?)",
-            [(c.id, c.name, c.phone, phone_key(c.phone or ""), c.email, c.zip) for c in seed.customers],
-        )
-        for o in seed.orders:
-            db.execute(
-                "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (o.number, o.customer, o.placed.isoformat(), o.status, o.carrier, o.tracking, _iso(o.eta),
-                 _iso(o.delivered)),
-            )  # fmt: skip
-            db.executemany(
-                "INSERT INTO order_items VALUES (?, ?, ?, ?, ?)",
-                [(o.number, i, it.sku, it.qty, it.price) for i, it in enumerate(o.items)],
-            )
-        db.executemany(
-            "INSERT INTO returns VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-            [
-                (r.id, i, r.order, r.sku, r.status, r.refund_amount, r.updated.isoformat())
-                for i, r in enumerate(seed.returns)
-            ],
-        )
+        for table, rows in seed_rows(seed, _sqlite_value).items():
+            marks = ", ".join("?" * len(COLUMNS[table]))
+            db.executemany(f"INSERT INTO {table} ({', '.join(COLUMNS[table])}) VALUES ({marks})", rows)
         db.execute("COMMIT")
 
     # -- the Store protocol ----------------------------------------------------------------------------------
@@ -174,7 +167,7 @@ class SqliteStore:
             row = self._db.execute(
                 "SELECT id, name, phone, email, zip FROM customers WHERE id = ?", (customer_id,)
             ).fetchone()
-        return _customer(row) if row else None
+        return customer_from_row(row) if row else None
 
     def customer_by_phone(self, phone: str) -> Customer | None:
         """The customer whose phone has the same digits as ``phone``."""
@@ -183,9 +176,9 @@ class SqliteStore:
             return None
         with self._lock:
             row = self._db.execute(
-                "SELECT id, name, phone, email, zip FROM customers WHERE phone_key = ? ORDER BY rowid LIMIT 1", (key,)
+                "SELECT id, name, phone, email, zip FROM customers WHERE phone_key = ? ORDER BY pos LIMIT 1", (key,)
             ).fetchone()
-        return _customer(row) if row else None
+        return customer_from_row(row) if row else None
 
     def products(self) -> list[Product]:
         """The whole catalogue, in seed order."""
@@ -219,7 +212,7 @@ class SqliteStore:
             args.append(size)
         with self._lock:
             rows = self._db.execute(query + " ORDER BY pos", args).fetchall()
-        return [_variant(row) for row in rows]
+        return [variant_from_row(row) for row in rows]
 
     def returns_for_order(self, number: str) -> list[Return]:
         """Returns filed against an order, oldest first."""
@@ -232,22 +225,14 @@ class SqliteStore:
             row = self._db.execute(
                 "SELECT id, order_number, sku, status, refund_amount, updated FROM returns WHERE idem_key = ?", (key,)
             ).fetchone()
-            if row:
-                existing = _return(row)
-                if existing.order != order_number or existing.sku != sku:
-                    raise ActionRefused("key_reused", f"return key {key!r} was used for {existing.id}")
+            existing = reuse_return(return_from_row(row) if row else None, order_number, sku, key)
+            if existing is not None:
                 return existing
-            order = self._order(order_number)
-            if order is None:
-                raise OrderNotFound(order_number)
-            items = [item for item in order.items if item.sku == sku]
-            if not items:
-                raise ActionRefused("not_in_order", f"{sku!r} is not an item of order {order_number!r}")
-            product = self._product_for_sku(sku)
-            check = check_return(order, sku, product, self._policies, self.today(), self._returns(order_number))
-            if not check.eligible:
-                raise ActionRefused(check.verdict, f"{sku!r} of order {order_number!r}: {check.verdict}")
-            return self._insert_return(order_number, items[0], key)
+            item = returnable_item(
+                self._order(order_number), order_number, sku, self._product_for_sku(sku), self._policies,
+                self.today(), self._returns(order_number),
+            )  # fmt: skip
+            return self._insert_return(order_number, item, key)
 
     def cancel_order(self, number: str) -> Order:
         """Cancel an order still processing; a cancelled order is returned as it is."""
@@ -255,31 +240,71 @@ class SqliteStore:
             order = self._order(number)
             if order is None:
                 raise OrderNotFound(number)
-            if order.status == "cancelled":
+            if not must_cancel(order):
                 return order
-            if order.status != "processing":
-                raise ActionRefused("not_processing", f"order {number!r} is {order.status}; it can't be cancelled")
             self._db.execute("UPDATE orders SET status = 'cancelled' WHERE number = ?", (number,))
-            cancelled = self._order(number)
-            assert cancelled is not None
-            return cancelled
+            return msgspec.structs.replace(order, status="cancelled")
+
+    def change_address(self, number: str, address: str, *, key: str) -> AddressChange:
+        """Set a new shipping address on an order still processing, idempotently by ``key``."""
+        cleaned = clean_text(address, "address")
+        with self._lock:
+            row = self._db.execute(
+                "SELECT order_number, address, changed FROM address_changes WHERE idem_key = ?", (key,)
+            ).fetchone()
+            existing = reuse_address_change(_address_change(row) if row else None, number, cleaned, key)
+            if existing is not None:
+                return existing
+            change = address_change(self._order(number), number, cleaned, self.today())
+            self._db.execute(
+                "INSERT INTO address_changes (order_number, address, changed, idem_key) VALUES (?, ?, ?, ?)",
+                (change.order, change.address, change.changed.isoformat(), key),
+            )
+            return change
+
+    def address_changes(self, number: str) -> list[AddressChange]:
+        """The address changes made to an order, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT order_number, address, changed FROM address_changes WHERE order_number = ? ORDER BY seq",
+                (number,),
+            ).fetchall()
+        return [_address_change(row) for row in rows]
+
+    def leave_message(self, caller_number: str, text: str, *, key: str, order_number: str | None = None) -> Message:
+        """Record a caller's message for the team, idempotently by ``key``."""
+        cleaned = clean_text(text, "message")
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, caller_number, text, created, order_number FROM messages WHERE idem_key = ?", (key,)
+            ).fetchone()
+            existing = reuse_message(_message(row) if row else None, cleaned, key)
+            if existing is not None:
+                return existing
+            taken = [mid for (mid,) in self._db.execute("SELECT id FROM messages")]
+            (seq,) = self._db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM messages").fetchone()
+            message = new_message(caller_number, cleaned, order_number, self._clock(), seq, taken)
+            self._db.execute(
+                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (message.id, seq, message.caller_number, message.text, message.created.isoformat(),
+                 message.order_number, key),
+            )  # fmt: skip
+            return message
+
+    def messages(self) -> list[Message]:
+        """Every message left by callers, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, caller_number, text, created, order_number FROM messages ORDER BY seq"
+            ).fetchall()
+        return [_message(row) for row in rows]
 
     # -- helpers (caller holds the lock) ---------------------------------------------------------------------
 
     def _insert_return(self, order_number: str, item: OrderItem, key: str) -> Return:
-        taken = {rid for (rid,) in self._db.execute("SELECT id FROM returns")}
+        taken = [rid for (rid,) in self._db.execute("SELECT id FROM returns")]
         (seq,) = self._db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM returns").fetchone()
-        n = seq + 1
-        while f"R{n}" in taken:
-            n += 1
-        ret = Return(
-            id=f"R{n}",
-            order=order_number,
-            sku=item.sku,
-            status="requested",
-            refund_amount=round(item.price * item.qty, 2),
-            updated=self.today(),
-        )
+        ret = new_return(order_number, item, self.today(), seq, taken)
         self._db.execute(
             "INSERT INTO returns VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (ret.id, seq, ret.order, ret.sku, ret.status, ret.refund_amount, ret.updated.isoformat(), key),
@@ -300,12 +325,7 @@ class SqliteStore:
                 "SELECT sku, qty, price FROM order_items WHERE order_number = ? ORDER BY line", (number,)
             )
         ]
-        placed = _date(row[2])
-        assert placed is not None
-        return Order(
-            number=row[0], customer=row[1], placed=placed, status=row[3], items=items, carrier=row[4],
-            tracking=row[5], eta=_date(row[6]), delivered=_date(row[7]),
-        )  # fmt: skip
+        return order_from_row(row, items)
 
     def _product(self, product_id: str) -> Product | None:
         row = self._db.execute(
@@ -314,15 +334,13 @@ class SqliteStore:
         if row is None:
             return None
         variants = [
-            _variant(v)
+            variant_from_row(v)
             for v in self._db.execute(
                 "SELECT sku, color, size, stock, restock_date FROM variants WHERE product_id = ? ORDER BY pos",
                 (product_id,),
             )
         ]
-        return Product(
-            id=row[0], name=row[1], category=row[2], price=row[3], aliases=json.loads(row[4]), variants=variants
-        )
+        return product_from_row(row, json.loads(row[4]), variants)
 
     def _product_for_sku(self, sku: str) -> Product | None:
         row = self._db.execute("SELECT product_id FROM variants WHERE sku = ?", (sku,)).fetchone()
@@ -334,18 +352,14 @@ class SqliteStore:
             "ORDER BY seq",
             (number,),
         ).fetchall()
-        return [_return(row) for row in rows]
+        return [return_from_row(row) for row in rows]
 
 
-def _customer(row: Any) -> Customer:
-    return Customer(id=row[0], name=row[1], phone=row[2], email=row[3], zip=row[4])
+def _address_change(row: Any) -> AddressChange:
+    return AddressChange(order=row[0], address=row[1], changed=dt.date.fromisoformat(row[2]))
 
 
-def _variant(row: Any) -> Variant:
-    return Variant(sku=row[0], color=row[1], size=row[2], stock=row[3], restock_date=_date(row[4]))
-
-
-def _return(row: Any) -> Return:
-    updated = _date(row[5])
-    assert updated is not None
-    return Return(id=row[0], order=row[1], sku=row[2], status=row[3], refund_amount=row[4], updated=updated)
+def _message(row: Any) -> Message:
+    return Message(
+        id=row[0], caller_number=row[1], text=row[2], created=dt.datetime.fromisoformat(row[3]), order_number=row[4]
+    )
