@@ -177,6 +177,11 @@ TEMPLATES: Final = [
     "i want to talk to a person", "can i speak to a human", "transfer me to an agent", "representative",
     "operator", "let me talk to someone", "can i speak to a representative", "i need to talk to a manager",
     "actually i want to talk to a person",
+    # messages (outside opening hours) and address changes
+    "can i leave a message", "i would like to leave a message", "can someone call me back",
+    "please have someone call me back", "i want to leave a message for the manager",
+    "my new address is {number} main street", "please send it to {number} oak avenue",
+    "the new address is {number} park road apartment {zip}",
     "yes", "no", "yes please", "no thanks", "no thank you", "yeah", "yep", "yup", "sure", "okay", "correct",
     "that is correct", "that is right", "yes that is right", "yes that is correct", "no that is wrong",
     "no that is not right", "not right now", "go ahead", "please do", "sure go ahead", "nope", "yeah sure",

@@ -33,18 +33,20 @@ __all__ = [
     "extract_email",
     "extract_zip",
     "faq_match",
+    "is_correction",
+    "ordinal_choice",
     "mentioned_countries",
     "score_intents",
     "yes_or_no",
 ]
 
 Intent = Literal[
-    "human", "goodbye", "repeat", "cancel", "refund_status", "return_policy", "return", "order_status",
-    "shipping", "hours", "availability", "faq", "help", "thanks", "unknown",
+    "human", "goodbye", "repeat", "cancel", "change_address", "message", "refund_status", "return_policy",
+    "return", "order_status", "shipping", "hours", "availability", "faq", "help", "thanks", "unknown",
 ]  # fmt: skip
 INTENTS: Final[tuple[str, ...]] = (
-    "human", "goodbye", "repeat", "cancel", "refund_status", "return_policy", "return", "order_status",
-    "shipping", "hours", "availability", "faq", "help", "thanks",
+    "human", "goodbye", "repeat", "cancel", "change_address", "message", "refund_status", "return_policy",
+    "return", "order_status", "shipping", "hours", "availability", "faq", "help", "thanks",
 )  # fmt: skip
 """Intents in tie-break priority order."""
 
@@ -66,11 +68,21 @@ CUES: Final[dict[str, list[tuple[str, float]]]] = {
         ("pardon", 3), ("one more time", 3), ("again", 1),
     ],
     "cancel": [("cancel", 6), ("cancellation", 6), ("cancelled", 3), ("stop my order", 4)],
+    "change_address": [
+        ("address", 4), ("new address", 1), ("wrong address", 1), ("different address", 1), ("moved", 2),
+        ("redirect", 3), ("your address", -5), ("email address", -5), ("store address", -5),
+        ("address of the store", -5),
+    ],
+    "message": [
+        ("message", 3), ("leave a message", 3), ("call me back", 5), ("call back", 3), ("callback", 4),
+        ("get back to me", 3),
+    ],
     "refund_status": [("refund", 2), ("my money", 2), ("money back", 3)],
     "return_policy": [
         ("return policy", 6), ("refund policy", 6), ("policy", 2), ("return window", 6), ("how many days", 3),
         ("how long do i have", 4), ("returnable", 4), ("can i return", 1), ("rule", 2),
-        ("policy on return", 6), ("policy for return", 6),
+        ("policy on return", 6), ("policy for return", 6), ("how long do refund", 4), ("how long does refund", 4),
+        ("how long does a refund", 4), ("refund take", 2),
     ],
     "return": [
         ("return", 3), ("returning", 3), ("send back", 4), ("send it back", 4), ("exchange", 3),
@@ -121,6 +133,15 @@ _STOP: Final = frozenset(
     "a an the i you we do does did is are am to of for on in it my your our can could would will be with "
     "and or any what how when where there this that have has me us please".split()
 )
+_CORRECTIONS: Final = [
+    key_tokens(p)
+    for p in (
+        "wrong number", "wrong order", "not my order", "not the right", "that is not right", "that is wrong",
+        "you heard wrong", "i said", "not what i said", "incorrect", "that is not it", "not correct",
+        "you got it wrong", "misheard",
+    )
+]  # fmt: skip
+_NOT_A_CORRECTION: Final = frozenset({"zip", "email", "code", "postal"})
 _EMAIL: Final = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _CONNECTORS: Final[dict[str, str]] = {"dot": ".", "period": ".", "underscore": "_", "dash": "-", "hyphen": "-"}
 _COUNTRY_WORDS: Final[dict[str, str]] = {
@@ -194,6 +215,32 @@ def yes_or_no(text: str) -> bool | None:
     if yes is None:
         return False
     return yes < no if yes != no else None
+
+
+def is_correction(text: str) -> bool:
+    """Whether the caller says what was read back to them is wrong ("no, that's the wrong number", "no, it's
+    one zero zero two four", "i said ..."); a ZIP code or email given after a "no" is an answer, not a correction."""
+    said = key_tokens(text)
+    if _NOT_A_CORRECTION.intersection(said):
+        return False
+    if any(find_phrase(said, p) >= 0 for p in _CORRECTIONS):
+        return True
+    return yes_or_no(text) is False and longest_digit_run(text, min_len=3) is not None
+
+
+_ORDINALS: Final[dict[str, int]] = {
+    "first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "4th": 3, "last": -1,
+}  # fmt: skip
+
+
+def ordinal_choice(text: str, count: int) -> int | None:
+    """The position ("the first one", "the second", "the last one") a caller picked among ``count`` options
+    read out to them, if any and in range."""
+    for word in tokens(text):
+        if word in _ORDINALS:
+            index = _ORDINALS[word] % count if count else 0
+            return index if count and _ORDINALS[word] < count else None
+    return None
 
 
 def extract_email(text: str) -> str | None:

@@ -23,6 +23,7 @@ __all__ = [
     "say_date",
     "say_day",
     "say_order_number",
+    "say_phone",
     "say_price",
     "say_size",
     "say_tracking",
@@ -115,6 +116,20 @@ def say_price(amount: float) -> str:
 def say_order_number(number: str) -> str:
     """Order numbers are read digit by digit: ``"10023"`` -> ``"1 0 0 2 3"``."""
     return spoken_digits(number)
+
+
+def say_phone(number: str) -> str:
+    """A phone number read back in the groups people say it in: ``"+15555550123"`` -> ``"1, 5 5 5, 5 5 5, 0 1 2 3"``
+    (the last four digits, then threes from the right)."""
+    digits = "".join(ch for ch in number if ch.isdigit())
+    groups: list[str] = []
+    end = len(digits)
+    size = 4
+    while end > 0:
+        groups.insert(0, spoken_digits(digits[max(0, end - size) : end]))
+        end -= size
+        size = 3
+    return ", ".join(groups)
 
 
 def say_tracking(code: str, group: int = 3) -> str:

@@ -3,9 +3,11 @@
 Invariants:
 - Deterministic: the reply is a function of the state, the input, the store and the clock. The dialog
   object holds no per-call data; all of it is in :class:`DialogState`, which each method mutates in place.
-- Order of decisions for text: a strong request for a person, goodbye or repeat wins anywhere; otherwise
-  the answer to the pending question; otherwise the best intent; otherwise "not understood". Two
-  misunderstandings in a row offer a person; two silences in a row end the call.
+- Order of decisions for text: a strong request for a person, goodbye or repeat wins anywhere (except while a
+  message, or an address with numbers in it, is being taken down: those words are the caller's); otherwise a
+  correction of an order number just read back; otherwise the answer to the pending question; otherwise the
+  best intent; otherwise "not understood". Two misunderstandings in a row offer a person (or, outside opening
+  hours, a message); two silences in a row end the call.
 - After ``end_call`` or ``transfer_to``, the state is ``ended`` and further input gets an empty reply.
 """
 
@@ -14,10 +16,11 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from voxcart.brain.dialog import _orders, _policies, _products, _returns
+from voxcart.brain.dialog import _address, _handoff, _orders, _policies, _products, _returns
 from voxcart.brain.dialog._state import DialogState, Reply
 from voxcart.brain.dialog._turn import ANYTHING_ELSE, HELP, Turn
 from voxcart.brain.nlu import MIN_SCORE, IntentScore, score_intents, yes_or_no
+from voxcart.brain.numbers import longest_digit_run
 from voxcart.brain.store import Clock, ProductMatch, Store
 
 __all__ = ["Dialog"]
@@ -65,6 +68,7 @@ class Dialog:
             "I haven't heard anything, so I'll end the call now.",
             f"Thanks for calling {name}.",
             "Goodbye!",
+            "Would you like to leave a message so someone can call you back?",
         ]
 
     def now(self) -> dt.datetime:
@@ -72,7 +76,8 @@ class Dialog:
         return self._clock().astimezone(self._tz)
 
     def _turn(self, state: DialogState) -> Turn:
-        return Turn(self.store, state, self.now().date())
+        now = self.now()
+        return Turn(self.store, state, now.date(), now)
 
     def greet(self, state: DialogState, caller_number: str) -> Reply:
         """Open the call: name the shop (and a known caller), say what we can do, ask how to help.
@@ -113,7 +118,14 @@ class Dialog:
         matches = self.store.find_products(text)
         product_score = 0.0 if not matches else 3.0 if matches[0].exact else 2.0
         top = score_intents(text, product_score=product_score, faq=self.store.policies.faq)[0]
-        reply = self._global(turn, top) or self._pending(turn, text, top) or self._route(turn, text, top, matches)
+        taking_down = state.pending == "message" or (
+            state.pending in ("new_address", "confirm_address") and longest_digit_run(text) is not None
+        )
+        reply = (
+            (None if taking_down else self._global(turn, top))
+            or self._pending(turn, text, top)
+            or self._route(turn, text, top, matches)
+        )
         if reply is None:
             return self._not_understood(turn)
         if reply.intent != "misunderstood":
@@ -180,6 +192,27 @@ class Dialog:
         pending = st.pending
         strong = top.score >= 3 and top.intent not in _WEAK
         answer = yes_or_no(text)
+        capturing = pending in ("message", "callback_number") or (
+            pending in ("new_address", "confirm_address") and _address.written_address(text) is not None
+        )
+        if not capturing and (corrected := _orders.on_correction(turn, text)) is not None:
+            return corrected
+        if pending == "message":
+            return _handoff.on_message(turn, text)
+        if pending == "callback_number":
+            return _handoff.on_callback_number(turn, text)
+        if pending == "confirm_message":
+            if answer is True or (answer is False and not strong):
+                return _handoff.on_confirm_message(turn, answer)
+            return None
+        if pending == "new_address":
+            if _address.written_address(text) is None and strong:
+                return None
+            return _address.on_new_address(turn, text)
+        if pending == "confirm_address":
+            if answer is None and _address.written_address(text) is None and strong:
+                return None
+            return _address.on_address_answer(turn, text)
         if pending == "order_number":
             number = _orders.order_number_in(text, expecting=True)
             return _orders.on_order_number(turn, number) if number else None
@@ -224,13 +257,15 @@ class Dialog:
         if intent == "shipping":
             return _policies.shipping(turn, text)
         if intent == "hours":
-            return _policies.hours(turn)
+            return _policies.hours(turn, text)
         if intent == "return_policy":
             return _policies.return_policy(turn)
         if intent == "faq":
             return _policies.faq(turn, text)
         if intent == "human":
             return turn.transfer()
+        if intent == "message":
+            return _handoff.ask_message(turn)
         if intent == "goodbye":
             return turn.goodbye()
         if intent == "repeat":
@@ -252,8 +287,11 @@ class Dialog:
     def _on_entry(self, turn: Turn, entry: str) -> Reply:
         st = turn.state
         st.silences = 0
-        if st.pending == "identity" and entry:
-            reply = _orders.on_identity(turn, entry)
+        if st.pending in ("identity", "callback_number") and entry:
+            if st.pending == "identity":
+                reply = _orders.on_identity(turn, entry)
+            else:
+                reply = _handoff.on_callback_number(turn, entry)
             if reply is not None:
                 st.misunderstood = 0
                 return reply

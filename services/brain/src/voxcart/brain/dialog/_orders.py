@@ -1,20 +1,22 @@
-"""Order tasks: status, returns, refund status and cancellation, behind the identity check.
+"""Order tasks: status, returns, refund status, cancellation and address changes, behind the identity check.
 
 Invariants:
 - Nothing about an order (status, items, dates, carrier, tracking, returns) is said, and nothing is done to
   it, unless :meth:`Turn.is_verified` holds for its customer. An unverified caller hears only that the
   number exists or not, and is asked for the ZIP code or email on file.
-- Every order number taken from the caller is read back ("I heard 1 0 0 2 3.").
+- Every order number taken from the caller is read back ("I heard 1 0 0 2 3."); the caller confirms it by going
+  on, or corrects it ("no, that's the wrong number", "no, it's 1 0 0 2 4"), which asks for it again.
 - Return eligibility comes from :func:`~voxcart.brain.store.check_return`, the same rule the store enforces.
 """
 
 from __future__ import annotations
 
+from voxcart.brain.dialog._address import address_flow
 from voxcart.brain.dialog._phrases import describe_items, return_sentences, status_sentences
 from voxcart.brain.dialog._returns import do_return, return_flow
 from voxcart.brain.dialog._state import Reply
 from voxcart.brain.dialog._turn import Turn
-from voxcart.brain.nlu import extract_email, extract_zip
+from voxcart.brain.nlu import extract_email, extract_zip, is_correction
 from voxcart.brain.numbers import longest_digit_run
 from voxcart.brain.phrasing import say_date, say_order_number, say_price, say_tracking
 from voxcart.brain.store import ActionRefused, OrderNotFound
@@ -23,6 +25,7 @@ from voxcart.common.seed import Order
 __all__ = [
     "ORDER_JOBS",
     "ask_order_number",
+    "on_correction",
     "on_confirm",
     "on_identity",
     "on_order_number",
@@ -30,7 +33,7 @@ __all__ = [
     "start_order_job",
 ]
 
-ORDER_JOBS = ("order_status", "return", "refund_status", "cancel")
+ORDER_JOBS = ("order_status", "return", "refund_status", "cancel", "change_address")
 _ASK_NUMBER = "You can say it one digit at a time, or key it in and press pound."
 
 
@@ -79,13 +82,17 @@ def start_order_job(turn: Turn, job: str, text: str) -> Reply:
 
 
 def _suggest(turn: Turn, job: str, customer_id: str) -> Order | None:
+    orders = turn.store.orders_for_customer(customer_id)
+    if job == "refund_status":  # the newest order with a return, else the newest cancelled one
+        with_return = [o for o in orders if turn.store.returns_for_order(o.number)]
+        return next(iter(with_return), None) or next((o for o in orders if o.status == "cancelled"), None)
     wanted = {
         "order_status": ("processing", "shipped", "delivered"),
         "return": ("delivered",),
-        "refund_status": ("delivered", "returned"),
         "cancel": ("processing",),
+        "change_address": ("processing",),
     }[job]
-    for order in turn.store.orders_for_customer(customer_id):
+    for order in orders:
         if order.status in wanted:
             return order
     return None
@@ -129,6 +136,26 @@ def on_order_number(turn: Turn, number: str, *, heard: bool = True) -> Reply:
     return _run(turn, order, prefix)
 
 
+def on_correction(turn: Turn, text: str) -> Reply | None:
+    """The caller says the order number just read back is wrong: take the number they give, or ask again.
+
+    Returns:
+        None unless the last reply read an order number back and ``text`` corrects it.
+    """
+    st = turn.state
+    heard = bool(st.last_sentences) and st.last_sentences[0].startswith("I heard ")
+    if not heard or not is_correction(text):
+        return None
+    st.new_address = None
+    number = order_number_in(text, expecting=True)
+    if number is not None and st.pending == "identity" and turn.store.get_order(number) is None:
+        return None  # "no, it's 3 0 3 0 1" to the identity question: a ZIP code, not another order
+    if number is not None:
+        return on_order_number(turn, number)
+    st.order_number = None
+    return ask_order_number(turn, ["Sorry about that."])
+
+
 def on_identity(turn: Turn, text: str) -> Reply | None:
     """The caller answered the identity question; None when the answer holds no ZIP code or email."""
     st = turn.state
@@ -169,11 +196,15 @@ def _run(turn: Turn, order: Order, prefix: list[str]) -> Reply:
         return return_flow(turn, order, prefix)
     if job == "refund_status":
         returns = turn.store.returns_for_order(order.number)
+        if not returns and order.status == "cancelled":
+            return turn.finish([*prefix, *_cancelled_refund(turn, order)], job)
         if not returns:
             return return_flow(turn, order, [*prefix, "I don't see a return on that order yet."])
         return turn.finish([*prefix, *return_sentences(turn, returns)], job)
     if job == "cancel":
         return _cancel(turn, order, prefix)
+    if job == "change_address":
+        return address_flow(turn, order, prefix)
     sentences = [*prefix, *status_sentences(turn, order)]
     if order.status == "shipped" and order.tracking:
         sentences.append(f"The tracking number is {say_tracking(order.tracking)}.")
@@ -185,6 +216,16 @@ def _run(turn: Turn, order: Order, prefix: list[str]) -> Reply:
             expect="yes_no",
         )
     return turn.finish(sentences, "order_status")
+
+
+def _cancelled_refund(turn: Turn, order: Order) -> list[str]:
+    number = say_order_number(order.number)
+    total = sum(item.price * item.qty for item in order.items)
+    sentences = [f"Order {number} was cancelled, so the full {say_price(total)} is refunded."]
+    refund_days = turn.store.policies.refund_days
+    if refund_days:
+        sentences.append(f"The refund goes back to your original payment within {refund_days} of the cancellation.")
+    return sentences
 
 
 def _cancel(turn: Turn, order: Order, prefix: list[str]) -> Reply:

@@ -6,6 +6,7 @@ plain and speakable (see :mod:`voxcart.brain.phrasing`).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 from voxcart.brain.dialog._turn import Turn
@@ -67,19 +68,21 @@ def status_sentences(turn: Turn, order: Order) -> list[str]:
     items = f"It has {describe_items(turn, order)}."
     if order.status == "processing":
         placed = say_day(order.placed, today=today)
-        return [f"Order {number} was placed {placed} and is being prepared.", items, "It hasn't shipped yet."]
+        sentences = [f"Order {number} was placed {placed} and is being prepared.", items, "It hasn't shipped yet."]
+        shipping = turn.store.policies.shipping
+        if order.eta is not None and order.eta >= today:
+            sentences.append(_eta(order.eta, today))
+        elif shipping:
+            sentences.append(f"Once it ships, {shipping[0].method} shipping takes {shipping[0].days}.")
+        return sentences
     if order.status == "shipped":
         carrier = f" with {order.carrier}" if order.carrier else ""
         sentences = [f"Order {number} has shipped{carrier}.", items]
         if order.eta is not None:
-            eta = say_date(order.eta, today=today)
-            if order.eta > today:
-                when = eta if eta == "tomorrow" else f"on {eta}"
-                sentences.append(f"It should arrive {when}.")
-            elif order.eta == today:
-                sentences.append("It's due to arrive today.")
+            if order.eta >= today:
+                sentences.append(_eta(order.eta, today))
             else:
-                sentences.append(f"It was due on {eta}, so it's running late.")
+                sentences.append(f"It was due on {say_date(order.eta, today=today)}, so it's running late.")
         return sentences
     if order.status == "delivered":
         when = f" {say_day(order.delivered, today=today)}" if order.delivered else ""
@@ -88,6 +91,13 @@ def status_sentences(turn: Turn, order: Order) -> list[str]:
         return [f"Order {number} was cancelled, so it won't be shipped.", items]
     returns = turn.store.returns_for_order(order.number)
     return [f"Order {number} was returned.", *return_sentences(turn, returns)]
+
+
+def _eta(eta: dt.date, today: dt.date) -> str:
+    if eta == today:
+        return "It's due to arrive today."
+    spoken = say_date(eta, today=today)
+    return f"It should arrive {spoken if spoken == 'tomorrow' else f'on {spoken}'}."
 
 
 def return_sentences(turn: Turn, returns: Sequence[Return]) -> list[str]:

@@ -6,12 +6,19 @@ said to be unknown rather than guessed; no identity is needed.
 
 from __future__ import annotations
 
+from typing import Final
+
 from voxcart.brain.dialog._state import Reply
 from voxcart.brain.dialog._turn import Turn
+from voxcart.brain.hours import parse_hours
 from voxcart.brain.nlu import faq_match, mentioned_countries
 from voxcart.brain.phrasing import country_name, join_and, say_price, split_sentences
+from voxcart.brain.text import tokens
 
 __all__ = ["faq", "hours", "return_policy", "shipping"]
+
+_NOW: Final = frozenset({"now", "currently", "still", "today", "tonight", "yet"})
+"""Words that ask whether the shop is open at this moment."""
 
 
 def shipping(turn: Turn, text: str) -> Reply:
@@ -35,10 +42,13 @@ def shipping(turn: Turn, text: str) -> Reply:
     return turn.finish(sentences, "shipping")
 
 
-def hours(turn: Turn) -> Reply:
-    """Opening hours, as the store wrote them."""
-    text = turn.store.info.hours
-    sentences = [f"We're open {text}."] if text else ["I'm sorry, I don't have our opening hours."]
+def hours(turn: Turn, text: str = "") -> Reply:
+    """Opening hours, as the store wrote them; asked "are you open now?", whether the shop is open right now."""
+    written = turn.store.info.hours
+    sentences = [f"We're open {written}."] if written else ["I'm sorry, I don't have our opening hours."]
+    parsed = parse_hours(written)
+    if parsed is not None and turn.now is not None and _NOW.intersection(tokens(text)):
+        sentences.insert(0, "Yes, we're open right now." if parsed.is_open(turn.now) else "We're closed right now.")
     return turn.finish(sentences, "hours")
 
 

@@ -2,7 +2,8 @@
 
 Invariants: product questions need no identity; colour and size are remembered per product across turns
 ("do you have it in black?") and forgotten when the product changes; an out-of-stock answer always says
-whether a restock date is known and offers in-stock variants of the same product.
+whether a restock date is known and offers in-stock variants of the same product, or, when the product is sold
+out in every option, in-stock products of the same category.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Final
 from voxcart.brain.dialog._phrases import describe_variant
 from voxcart.brain.dialog._state import Reply
 from voxcart.brain.dialog._turn import Turn
-from voxcart.brain.nlu import CUES
+from voxcart.brain.nlu import CUES, ordinal_choice
 from voxcart.brain.numbers import NUMBER_WORDS
 from voxcart.brain.phrasing import join_and, join_or, say_day, say_price, say_size
 from voxcart.brain.store import COMMON_COLORS, ProductMatch, match_colors, match_size, unknown_colors
@@ -94,6 +95,10 @@ def on_product_answer(turn: Turn, text: str) -> Reply | None:
         chosen = [m for m in matches if m.product.id in st.candidates]
         if chosen:
             return _answer(turn, chosen[0].product, text)
+        index = ordinal_choice(text, len(st.candidates))
+        picked = turn.store.get_product(st.candidates[index]) if index is not None else None
+        if picked is not None:
+            return _answer(turn, picked, text)
     if matches:
         return availability(turn, text, matches)
     if st.pending == "variant" and st.product_id:
@@ -158,6 +163,7 @@ def _answer(turn: Turn, product: Product, text: str) -> Reply:
         sentences.append(f"It comes in {_sizes_phrase(listed_sizes)}.")
     if not any(v.stock > 0 for v in product.variants):
         sentences.append("It's sold out right now.")
+        sentences.extend(_similar_in_stock(turn, product))
     if need_color and need_size:
         question = "Which colour and size would you like?"
     else:
@@ -199,6 +205,8 @@ def _one_variant(
     sentences = [f"I'm sorry, {described} is out of stock right now."]
     sentences.append(_restock(turn, variant))
     sentences.extend(_alternatives(product, variant))
+    if not any(v.stock > 0 for v in product.variants):
+        sentences.extend(_similar_in_stock(turn, product))
     return turn.finish(sentences, "availability")
 
 
@@ -225,6 +233,21 @@ def _alternatives(product: Product, variant: Variant) -> list[str]:
     return sentences
 
 
+def _similar_in_stock(turn: Turn, product: Product) -> list[str]:
+    """Other products of the same category that have something in stock (at most two), as one sentence."""
+    if not product.category:
+        return []
+    similar = [
+        p.name
+        for p in turn.store.products()
+        if p.id != product.id and p.category == product.category and any(v.stock > 0 for v in p.variants)
+    ][:2]
+    if not similar:
+        return []
+    names = join_or([f"the {name}" for name in similar])
+    return [f"If you'd like something similar, we have {names} in stock."]
+
+
 def _by_color(turn: Turn, product: Product, color: str) -> Reply:
     variants = [v for v in product.variants if (v.color or "").lower() == color.lower()]
     in_stock = _unique([v.size for v in variants if v.stock > 0])
@@ -238,6 +261,8 @@ def _by_color(turn: Turn, product: Product, color: str) -> Reply:
             sentences.append(
                 f"Size {say_size(v.size or '')} is expected back {say_day(v.restock_date, today=turn.today)}."
             )
+    if not any(v.stock > 0 for v in product.variants):
+        sentences.extend(_similar_in_stock(turn, product))
     return turn.reply(
         sentences, "availability", ask=["Which size would you like?"], pending="variant", expect="product"
     )
@@ -257,6 +282,8 @@ def _by_size(turn: Turn, product: Product, size: str) -> Reply:
             sentences.append(
                 f"{(v.color or '').capitalize()} is expected back {say_day(v.restock_date, today=turn.today)}."
             )
+    if not any(v.stock > 0 for v in product.variants):
+        sentences.extend(_similar_in_stock(turn, product))
     return turn.reply(
         sentences, "availability", ask=["Which colour would you like?"], pending="variant", expect="product"
     )

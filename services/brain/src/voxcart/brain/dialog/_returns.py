@@ -11,8 +11,17 @@ from __future__ import annotations
 from voxcart.brain.dialog._phrases import item_name, return_sentences
 from voxcart.brain.dialog._state import Reply
 from voxcart.brain.dialog._turn import Turn
+from voxcart.brain.nlu import ordinal_choice
 from voxcart.brain.phrasing import join_or, say_date, say_day, say_order_number, say_price
-from voxcart.brain.store import ActionRefused, OrderNotFound, ReturnCheck, check_return, open_return_for
+from voxcart.brain.store import (
+    ActionRefused,
+    OrderNotFound,
+    ReturnCheck,
+    check_return,
+    match_colors,
+    match_size,
+    open_return_for,
+)
 from voxcart.common.seed import Order
 
 __all__ = ["do_return", "on_return_item", "return_flow"]
@@ -125,17 +134,37 @@ def _offer_return(turn: Turn, order: Order, check: ReturnCheck, prefix: list[str
 
 
 def on_return_item(turn: Turn, text: str) -> Reply | None:
-    """The caller chose which item to return; None if no offered item was named."""
+    """The caller chose which item to return, by name ("the hoodie"), colour or size ("the blue one") or place
+    ("the second one"); None if no single offered item was meant."""
     st = turn.state
     order = turn.store.get_order(st.order_number or "")
-    if order is None:
+    if order is None or not turn.is_verified(order.customer):
         return None
-    offered = {turn.store.product_for_sku(sku): sku for sku in st.candidates}
+    sku = _chosen_item(turn, text, st.candidates)
+    return return_flow(turn, order, [], only_sku=sku) if sku is not None else None
+
+
+def _chosen_item(turn: Turn, text: str, skus: list[str]) -> str | None:
+    offered = [(sku, turn.store.product_for_sku(sku)) for sku in skus]
     for match in turn.store.find_products(text):
-        sku = next((s for p, s in offered.items() if p is not None and p.id == match.product.id), None)
-        if sku is not None:
-            return return_flow(turn, order, [], only_sku=sku)
-    return None
+        named = [sku for sku, p in offered if p is not None and p.id == match.product.id]
+        if named:
+            return named[0]
+    variants = {v.sku: v for _, p in offered if p is not None for v in p.variants if v.sku in skus}
+    colors = match_colors(text, [v.color for v in variants.values() if v.color])
+    size = match_size(text, [v.size for v in variants.values() if v.size])
+    if colors or size:
+        fitting = [
+            sku
+            for sku in skus
+            if (v := variants.get(sku)) is not None
+            and (not colors or v.color in colors)
+            and (size is None or v.size == size)
+        ]
+        if len(fitting) == 1:
+            return fitting[0]
+    index = ordinal_choice(text, len(skus))
+    return skus[index] if index is not None else None
 
 
 def do_return(turn: Turn, order: Order) -> Reply:

@@ -34,6 +34,11 @@ Pending = Literal[
     "variant",
     "repeat_tracking",
     "anything_else",
+    "new_address",
+    "confirm_address",
+    "confirm_message",
+    "message",
+    "callback_number",
 ]
 """What the last reply asked the caller for."""
 
@@ -53,7 +58,7 @@ class DialogState(msgspec.Struct, kw_only=True):
     ended: bool = False
     turns: int = 0
     job: str | None = None
-    """The task being served: order_status, return, refund_status, cancel or availability."""
+    """The task being served: order_status, return, refund_status, cancel, change_address or availability."""
     pending: Pending = "none"
     order_number: str | None = None
     order_attempts: int = 0
@@ -75,6 +80,14 @@ class DialogState(msgspec.Struct, kw_only=True):
     last_prompt: list[str] = msgspec.field(default_factory=list)
     """The question of the last reply, re-asked after silence or a misunderstanding."""
     last_expect: Expect = "free"
+    new_address: str | None = None
+    """The shipping address the caller gave, read back and waiting for their yes."""
+    address_attempts: int = 0
+    """Addresses given for the order under discussion that were unusable or not confirmed."""
+    message: str | None = None
+    """A message for the team, waiting for a number to call back."""
+    messages_left: int = 0
+    """Messages this call left (part of their idempotency keys)."""
 
 
 class Reply(msgspec.Struct, kw_only=True):

@@ -2,7 +2,9 @@
 
 Invariants: every reply is built by :meth:`Turn.reply`, which records in the state what was said, what was
 asked (re-asked after silence or a misunderstanding) and what is pending; so the state always describes the
-last reply the caller heard.
+last reply the caller heard. A call is transferred only to the store's handoff number and only while the
+store's hours (:func:`~voxcart.brain.hours.parse_hours`) say the team is there (or the hours are unknown);
+otherwise the caller is offered to leave a message.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 from voxcart.brain.dialog._state import DialogState, Pending, Reply
+from voxcart.brain.hours import parse_hours
 from voxcart.brain.store import Store
 from voxcart.common.events import Expect
 
@@ -27,12 +30,15 @@ class Turn:
         store: the shop's data.
         state: the call's dialog state (mutated).
         today: today's date in the store's timezone.
+        now: the current time in the store's timezone (for opening hours); None when unknown (the team is then
+            taken to be there).
     """
 
-    def __init__(self, store: Store, state: DialogState, today: dt.date) -> None:
+    def __init__(self, store: Store, state: DialogState, today: dt.date, now: dt.datetime | None = None) -> None:
         self.store = store
         self.state = state
         self.today = today
+        self.now = now
 
     def reply(
         self,
@@ -76,9 +82,17 @@ class Turn:
         """Whether the caller proved they are this customer (calling number, ZIP code or email)."""
         return customer_id == self.state.caller_customer or customer_id in self.state.verified
 
+    def team_available(self) -> bool:
+        """Whether someone at the store can take a transfer now: a handoff number, and inside opening hours
+        (unknown or unreadable hours count as open)."""
+        if not self.store.info.handoff_number:
+            return False
+        hours = parse_hours(self.store.info.hours)
+        return hours is None or self.now is None or hours.is_open(self.now)
+
     def offer_human(self, sentences: Sequence[str], intent: str) -> Reply:
-        """Offer a transfer to a person (or, without a handoff number, say what we can do)."""
-        if self.store.info.handoff_number:
+        """Offer a transfer to a person; outside opening hours, a message; without either, say what we can do."""
+        if self.team_available():
             return self.reply(
                 sentences,
                 intent,
@@ -86,23 +100,41 @@ class Turn:
                 pending="confirm_transfer",
                 expect="yes_no",
             )
+        if self.store.info.handoff_number:
+            return self.offer_message([*sentences, *self._closed()], intent)
         self.state.misunderstood = 0
         return self.reply([*sentences, HELP], intent, ask=["What would you like to do?"])
 
     def transfer(self) -> Reply:
-        """Hand the call to a person at the store's handoff number."""
+        """Hand the call to a person at the store's handoff number; outside hours (or with no number), offer to
+        take a message instead."""
         number = self.store.info.handoff_number
         if not number:
-            hours = self.store.info.hours
             sentences = ["I'm sorry, there's no one available to take your call right now."]
-            if hours:
-                sentences.append(f"Our team is available {hours}.")
-            return self.finish(sentences, "human")
+            if self.store.info.hours:
+                sentences.append(f"Our team is available {self.store.info.hours}.")
+            return self.offer_message(sentences, "human")
+        if not self.team_available():
+            return self.offer_message(["I'm sorry, our team isn't available right now.", *self._closed()], "human")
         return self.reply(
             ["Sure, let me transfer you to someone on our team.", "One moment, please."],
             "human",
             transfer_to=number,
         )
+
+    def offer_message(self, sentences: Sequence[str], intent: str) -> Reply:
+        """Ask whether the caller wants to leave a message for the team."""
+        return self.reply(
+            sentences,
+            intent,
+            ask=["Would you like to leave a message so someone can call you back?"],
+            pending="confirm_message",
+            expect="yes_no",
+        )
+
+    def _closed(self) -> list[str]:
+        hours = self.store.info.hours
+        return [f"We're open {hours}."] if hours else []
 
     def goodbye(self, sentences: Sequence[str] = ()) -> Reply:
         """End the call politely."""
