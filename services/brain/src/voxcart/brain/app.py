@@ -11,10 +11,11 @@ from voxcart.common.worker import CallContext, CallHandler, Worker
 
 from .dialog import Dialog, sample_utterances, vocabulary
 from .language import catalogue
+from .llm import LlmAgent, LlmClient, LlmConfig
 from .store import StoreError, build_store, demo_seed_path
 from .worker import BrainHandler
 
-__all__ = ["build_dialog", "publish_language", "run"]
+__all__ = ["build_agent", "build_dialog", "publish_language", "run"]
 
 
 def build_dialog(settings: Settings) -> Dialog:
@@ -25,6 +26,31 @@ def build_dialog(settings: Settings) -> Dialog:
     except StoreError as exc:
         raise SystemExit(str(exc)) from None
     return Dialog(store, min_confidence=settings.brain_min_confidence)
+
+
+def build_agent(settings: Settings, dialog: Dialog) -> LlmAgent | None:
+    """The LLM agent when ``BRAIN_MODE=llm`` (None in rules mode); exits when the endpoint is not configured."""
+    if settings.brain_mode != "llm":
+        return None
+    missing = [
+        name
+        for name, value in (("LLM_BASE_URL", settings.llm_base_url), ("LLM_MODEL", settings.llm_model))
+        if not value
+    ]
+    if missing:
+        raise SystemExit(f"BRAIN_MODE=llm needs {' and '.join(missing)} (an OpenAI-compatible server and its model)")
+    if not settings.llm_base_url.startswith(("http://", "https://")):
+        raise SystemExit(f"LLM_BASE_URL={settings.llm_base_url!r}: expected an http:// or https:// URL")
+    wait = settings.provider_timeout_ms / 1000
+    config = LlmConfig(
+        base_url=settings.llm_base_url,
+        model=settings.llm_model,
+        api_key=settings.llm_api_key,
+        connect_s=wait,
+        first_token_s=wait,
+        idle_s=wait,
+    )
+    return LlmAgent(LlmClient(config), dialog, turn_s=4 * wait)
 
 
 async def publish_language(bus: RedisBus, dialog: Dialog) -> str:
@@ -44,14 +70,18 @@ async def publish_language(bus: RedisBus, dialog: Dialog) -> str:
 
 async def run(settings: Settings) -> None:
     dialog = build_dialog(settings)
+    agent = build_agent(settings, dialog)
     bus = RedisBus(settings.redis_dsn)
     await publish_language(bus, dialog)
 
     async def factory(ctx: CallContext) -> CallHandler:
-        return await BrainHandler.create(ctx, dialog)
+        return await BrainHandler.create(ctx, dialog, agent)
 
-    worker = Worker(bus, "brain", settings, lambda sid: [keys.events(sid)], factory)
+    # in LLM mode the worker peeks at finals as they are read, so a reply still streaming stops for a newer one
+    worker = Worker(bus, "brain", settings, lambda sid: [keys.events(sid)], factory, peeks=agent is not None)
     try:
         await worker.run()
     finally:
+        if agent is not None:
+            await agent.aclose()
         await bus.close()

@@ -8,6 +8,12 @@ Invariants:
 - Turn numbers are allocated from the state; a reply's ``say`` sentences go out in one commit, first sentence
   first, and tts renders them as they arrive.
 - Timers (DTMF entry, silence re-prompt) act under the same lock as entries, so they never interleave.
+- LLM mode (an :class:`~voxcart.brain.llm.LlmAgent`): a final's barge-in and caller record are committed at
+  once, then each sentence as the model completes it (the first alone, later ones one behind so the last can
+  be flagged ``last``), each commit carrying the state (``speaking``: the turn and the sentences said) but not
+  the checkpoint; the last commit carries the checkpoint. A replica that takes over mid-reply answers the same
+  final again in the same turn, skipping sentences already said and numbering on after them. A newer final
+  read while a reply streams stops it at the model's next piece of text (the barge-in path then cancels it).
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from voxcart.common.metrics import LATENCY_BUCKETS
 from voxcart.common.worker import CallContext
 
 from .dialog import Dialog, DialogState, Reply
+from .llm import Done, LlmAgent, LlmMemory, Sentence
 
-__all__ = ["BrainHandler", "BrainState"]
+__all__ = ["BrainHandler", "BrainState", "Speaking"]
 
 log = logging.getLogger("voxcart.brain.worker")
 
@@ -39,6 +46,17 @@ DTMF_TIMEOUT_S = 2.0
 """Keyed digits without '#' are taken as complete after this pause."""
 SILENCE_TIMEOUT_S = 8.0
 """After the agent's turn has played, this much caller silence triggers a re-prompt."""
+
+
+class Speaking(msgspec.Struct, kw_only=True):
+    """An LLM-mode reply being committed sentence by sentence."""
+
+    utterance_id: str
+    """The final it answers (its caller record and barge-in are already committed)."""
+    turn_no: int = 0
+    """The turn its sentences go out in; 0 until the first sentence."""
+    said: list[str] = msgspec.field(default_factory=list)
+    """Sentences already committed, in order (``seq`` = index)."""
 
 
 class BrainState(msgspec.Struct, kw_only=True):
@@ -54,6 +72,10 @@ class BrainState(msgspec.Struct, kw_only=True):
     answered: list[str] = msgspec.field(default_factory=list)
     """Utterance ids already answered (last few), so a replayed final is not answered twice."""
     finished: bool = False
+    llm: LlmMemory = msgspec.field(default_factory=LlmMemory)
+    """LLM mode's chat history and guard counters (empty in rules mode)."""
+    speaking: Speaking | None = None
+    """LLM mode: the reply in progress (committed in parts), None between turns."""
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -63,25 +85,34 @@ _decoder = msgspec.msgpack.Decoder(BrainState)
 class BrainHandler:
     """Runs the dialog of one call."""
 
-    def __init__(self, ctx: CallContext, dialog: Dialog, state: BrainState) -> None:
+    def __init__(self, ctx: CallContext, dialog: Dialog, state: BrainState, agent: LlmAgent | None = None) -> None:
         self.ctx = ctx
         self.dialog = dialog
+        self.agent = agent
         self.state = state
         self.events = keys.events(ctx.sid)
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
+        """Set to stop the LLM reply being streamed (a newer final arrived)."""
 
     @classmethod
-    async def create(cls, ctx: CallContext, dialog: Dialog) -> BrainHandler:
-        """Load the call's state (a takeover continues it) or greet a new call."""
+    async def create(cls, ctx: CallContext, dialog: Dialog, agent: LlmAgent | None = None) -> BrainHandler:
+        """Load the call's state (a takeover continues it) or greet a new call.
+
+        Args:
+            ctx: the call.
+            dialog: the rules dialog.
+            agent: the LLM agent in LLM mode (finals go to it; greeting, DTMF and silence stay with the rules).
+        """
         raw = await ctx.bus.hgetall(keys.state(ctx.sid))
         if "brain" in raw:
-            handler = cls(ctx, dialog, _decoder.decode(raw["brain"]))
+            handler = cls(ctx, dialog, _decoder.decode(raw["brain"]), agent)
             log.info("continuing a call's dialog at turn %d", handler.state.turn_no, extra={"call_sid": ctx.sid})
             return handler
         meta = await ctx.bus.hgetall(keys.meta(ctx.sid))
         caller = meta.get("from", b"").decode()
-        handler = cls(ctx, dialog, BrainState(dialog=DialogState(call_id=ctx.sid)))
+        handler = cls(ctx, dialog, BrainState(dialog=DialogState(call_id=ctx.sid)), agent)
         reply = dialog.greet(handler.state.dialog, caller)
         await handler._reply(reply, checkpoint=None)
         return handler
@@ -101,19 +132,13 @@ class BrainHandler:
             if event.utterance_id in self.state.answered or not event.text.strip():
                 await self.ctx.commit([], checkpoint)
                 return
+            if self.agent is not None:
+                await self._answer_llm(self.agent, event, checkpoint)
+                return
             started = time.perf_counter()
             self.state.answered = [*self.state.answered[-19:], event.utterance_id]
             outputs = self._barge_in(event.first_voiced_arrived)
-            caller = ev.TurnRecord(
-                call_sid=self.ctx.sid,
-                speaker="caller",
-                text=event.text,
-                turn_no=self.state.turn_no + 1,
-                started=event.first_voiced_arrived,
-                ended=event.last_voiced_arrived,
-                confidence=event.confidence,
-            )
-            outputs.append(Output(keys.turns(self.ctx.sid), ev.encode(caller), maxlen=keys.TURNS_MAXLEN))
+            outputs.append(self._caller_record(event))
             reply = self.dialog.on_text(self.state.dialog, event.text, event.confidence)
             await self._reply(reply, checkpoint, outputs, reply_to_voiced=event.last_voiced_arrived)
             DECISION_SECONDS.observe(time.perf_counter() - started)
@@ -138,6 +163,18 @@ class BrainHandler:
         else:
             await self.ctx.commit([], checkpoint)
 
+    def _caller_record(self, event: ev.TranscriptFinal) -> Output:
+        caller = ev.TurnRecord(
+            call_sid=self.ctx.sid,
+            speaker="caller",
+            text=event.text,
+            turn_no=self.state.turn_no + 1,
+            started=event.first_voiced_arrived,
+            ended=event.last_voiced_arrived,
+            confidence=event.confidence,
+        )
+        return Output(keys.turns(self.ctx.sid), ev.encode(caller), maxlen=keys.TURNS_MAXLEN)
+
     def _barge_in(self, voiced_arrived: float) -> list[Output]:
         """The caller spoke over a turn that has not finished playing: stop it (tts) and clear it (gateway)."""
         if self.state.turn_no <= self.state.played_turn:
@@ -159,6 +196,8 @@ class BrainHandler:
     ) -> None:
         outputs = outputs or []
         sid = self.ctx.sid
+        if self.agent is not None:
+            self.state.llm.note_agent(reply.text)  # the model hears what the rules said (greeting, DTMF, silence)
         if reply.sentences:
             self.state.turn_no += 1
             turn = self.state.turn_no
@@ -189,6 +228,106 @@ class BrainHandler:
             hangup = ev.Hangup(call_sid=sid, after_turn=self.state.turn_no)
             outputs.append(Output(keys.control(sid), ev.encode(hangup), maxlen=keys.CONTROL_MAXLEN))
             self.state.finished = True
+        await self.ctx.commit(outputs, checkpoint, self._state_blob())
+
+    # -- LLM mode ------------------------------------------------------------------------------------------------
+    async def _answer_llm(self, agent: LlmAgent, event: ev.TranscriptFinal, checkpoint: dict[str, str]) -> None:
+        """Answer a final with the model, committing sentences as they stream (see the module invariants)."""
+        started = time.perf_counter()
+        speaking = self.state.speaking
+        if speaking is None or speaking.utterance_id != event.utterance_id:
+            speaking = self.state.speaking = Speaking(utterance_id=event.utterance_id)
+            outputs = [*self._barge_in(event.first_voiced_arrived), self._caller_record(event)]
+            if not await self.ctx.commit(outputs, None, self._state_blob()):
+                return
+        before = list(speaking.said)  # said before a takeover: not said again
+        held: str | None = None
+        done: Done | None = None
+        self._stop = asyncio.Event()
+        try:
+            answer = agent.answer(self.state.dialog, self.state.llm, event.text, event.confidence, stop=self._stop)
+            async with contextlib.aclosing(answer) as turn:
+                async for item in turn:
+                    if isinstance(item, Done):
+                        done = item
+                    elif item.text in before:
+                        before.remove(item.text)
+                    elif not speaking.said:
+                        if not await self._say_now(speaking, item, event, first=True):
+                            return
+                        DECISION_SECONDS.observe(time.perf_counter() - started)
+                    elif held is None:
+                        held = item.text
+                    else:
+                        if not await self._say_now(speaking, Sentence(held), event):
+                            return
+                        held = item.text
+        finally:
+            self._stop = None
+        assert done is not None, "an LLM turn always ends with Done"
+        self.state.llm = done.memory
+        await self._finish_llm(speaking, held, done.reply, event, checkpoint)
+
+    async def _say_now(
+        self, speaking: Speaking, sentence: Sentence, event: ev.TranscriptFinal, *, first: bool = False
+    ) -> bool:
+        """Commit one sentence of the reply in progress (not the last), with the state but no checkpoint."""
+        if first and speaking.turn_no == 0:
+            self.state.turn_no += 1
+            self.state.last_seq = -1  # no sentence of this turn is its last yet
+            speaking.turn_no = self.state.turn_no
+        speaking.said.append(sentence.text)
+        say = self._say(speaking.turn_no, len(speaking.said) - 1, sentence.text, False, event.last_voiced_arrived)
+        return await self.ctx.commit([say], None, self._state_blob())
+
+    def _say(self, turn: int, seq: int, text: str, last: bool, reply_to_voiced: float) -> Output:
+        say = ev.Say(
+            call_sid=self.ctx.sid,
+            turn_id=f"{self.ctx.sid}:{turn}",
+            turn_no=turn,
+            seq=seq,
+            text=text,
+            last=last,
+            reply_to_voiced=reply_to_voiced,
+            decided_at=ev.now_ms(),
+        )
+        return Output(keys.tts(self.ctx.sid), ev.encode(say), maxlen=keys.TTS_MAXLEN)
+
+    async def _finish_llm(
+        self, speaking: Speaking, held: str | None, reply: Reply, event: ev.TranscriptFinal, checkpoint: dict[str, str]
+    ) -> None:
+        """The last commit of an LLM turn: the last sentence, listen hint, call record, control, checkpoint."""
+        sid = self.ctx.sid
+        outputs: list[Output] = []
+        if speaking.turn_no == 0 and held is not None:
+            self.state.turn_no += 1
+            speaking.turn_no = self.state.turn_no
+        if speaking.turn_no:
+            turn = speaking.turn_no
+            text = held if held is not None else ""  # an empty last sentence only ends the turn (tts says nothing)
+            outputs.append(self._say(turn, len(speaking.said), text, True, event.last_voiced_arrived))
+            self.state.last_seq = len(speaking.said)
+            said = [*speaking.said, *([held] if held is not None else [])]
+            outputs.append(self._listen(turn, reply))
+            agent = ev.TurnRecord(
+                call_sid=sid,
+                speaker="agent",
+                text=" ".join(said),
+                turn_no=turn,
+                intent=reply.intent,
+                started=ev.now_ms(),
+            )
+            outputs.append(Output(keys.turns(sid), ev.encode(agent), maxlen=keys.TURNS_MAXLEN))
+        if reply.transfer_to:
+            transfer = ev.Transfer(call_sid=sid, after_turn=self.state.turn_no, number=reply.transfer_to)
+            outputs.append(Output(keys.control(sid), ev.encode(transfer), maxlen=keys.CONTROL_MAXLEN))
+            self.state.finished = True
+        elif reply.end_call:
+            hangup = ev.Hangup(call_sid=sid, after_turn=self.state.turn_no)
+            outputs.append(Output(keys.control(sid), ev.encode(hangup), maxlen=keys.CONTROL_MAXLEN))
+            self.state.finished = True
+        self.state.answered = [*self.state.answered[-19:], event.utterance_id]
+        self.state.speaking = None
         await self.ctx.commit(outputs, checkpoint, self._state_blob())
 
     def _listen(self, turn: int, reply: Reply) -> Output:
@@ -226,7 +365,15 @@ class BrainHandler:
             await self._reply(self.dialog.on_silence(self.state.dialog), None)
 
     def peek(self, event: ev.Event) -> None:
-        pass
+        """LLM mode: a newer final read while a reply streams stops that reply (the caller spoke again)."""
+        speaking = self.state.speaking
+        if (
+            self._stop is not None
+            and isinstance(event, ev.TranscriptFinal)
+            and event.text.strip()
+            and (speaking is None or event.utterance_id != speaking.utterance_id)
+        ):
+            self._stop.set()
 
     async def close(self, reason: str) -> None:
         if self._timer is not None:
