@@ -1,4 +1,4 @@
-"""The ``voxcart`` command: ``up``, ``serve``, ``call``, ``demo``, ``bench speech``."""
+"""The ``voxcart`` command: ``up``, ``serve``, ``call``, ``chat``, ``demo``, ``bench speech``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,27 @@ def cmd_call(args: argparse.Namespace) -> int:
     return asyncio.run(place_call(settings, args.url, args.lines, args.from_number, args.wav))
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected more than 0 seconds")
+    return value
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .chat import run_chat
+
+    settings = _settings()
+    try:
+        return asyncio.run(run_chat(settings, args.from_number, args.script, args.json, args.timeout, args.brain))
+    except KeyboardInterrupt:
+        return 130
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .calling import DEMO_LINES, place_call
     from .stack import Stack, StackError
@@ -119,6 +140,27 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--log", default="voxcart-demo.log", help="where the services' logs go")
         p.set_defaults(func=func)
+
+    chat = sub.add_parser(
+        "chat",
+        help="the same dialog by text, through the bus (no audio)",
+        description="Opens a call on the bus as the gateway does and talks to a brain replica by text: the ones "
+        "serving REDIS_URL, else one in this process (Redis itself is found or started as by `voxcart up`). "
+        "Caller lines: typed at a prompt, read from --script, or piped in. A blank line or '# ...' is skipped; "
+        "'#10023#' or 'dtmf:1 0 0 2 3#' keys digits; anything else is said.",
+    )
+    chat.add_argument("--from", dest="from_number", default="", help="the caller's number (default: withheld)")
+    chat.add_argument("--script", metavar="FILE", default=None, help="caller lines from FILE, one per line")
+    chat.add_argument("--json", action="store_true", help="print one JSON object per agent turn")
+    chat.add_argument("--timeout", type=_seconds, default=15.0, metavar="S", help="seconds to wait for each reply")
+    chat.add_argument(
+        "--brain",
+        choices=["auto", "local", "running"],
+        default="auto",
+        help="auto: the brain replicas serving Redis if any, else one in this process; local: always one in this "
+        "process; running: only the ones serving",
+    )
+    chat.set_defaults(func=cmd_chat)
 
     bench = sub.add_parser("bench", help="measure voxcart's components on this machine")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

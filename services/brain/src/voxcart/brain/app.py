@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 
-from voxcart.common.bus import RedisBus, keys
+from voxcart.common.bus import Bus, RedisBus, keys
 from voxcart.common.settings import Settings
 from voxcart.common.worker import CallContext, CallHandler, Worker
 
@@ -15,7 +16,7 @@ from .llm import LlmAgent, LlmClient, LlmConfig
 from .store import StoreError, build_store, demo_seed_path
 from .worker import BrainHandler
 
-__all__ = ["build_agent", "build_dialog", "publish_language", "run"]
+__all__ = ["BrainWorker", "build_agent", "build_dialog", "build_worker", "publish_language", "run"]
 
 
 def build_dialog(settings: Settings) -> Dialog:
@@ -68,20 +69,39 @@ async def publish_language(bus: RedisBus, dialog: Dialog) -> str:
     return version
 
 
-async def run(settings: Settings) -> None:
-    dialog = build_dialog(settings)
+@dataclass
+class BrainWorker:
+    """A brain replica ready to run: the worker, and the LLM agent to close after it (LLM mode)."""
+
+    worker: Worker
+    dialog: Dialog
+    agent: LlmAgent | None
+
+    async def aclose(self) -> None:
+        if self.agent is not None:
+            await self.agent.aclose()
+
+
+def build_worker(settings: Settings, bus: Bus, dialog: Dialog | None = None) -> BrainWorker:
+    """The brain worker ``voxcart serve brain`` runs (also run in-process by ``voxcart chat``): the rules dialog or,
+    with ``BRAIN_MODE=llm``, the LLM agent in front of it; exits on a bad store or LLM setting."""
+    dialog = dialog or build_dialog(settings)
     agent = build_agent(settings, dialog)
-    bus = RedisBus(settings.redis_dsn)
-    await publish_language(bus, dialog)
 
     async def factory(ctx: CallContext) -> CallHandler:
         return await BrainHandler.create(ctx, dialog, agent)
 
     # in LLM mode the worker peeks at finals as they are read, so a reply still streaming stops for a newer one
     worker = Worker(bus, "brain", settings, lambda sid: [keys.events(sid)], factory, peeks=agent is not None)
+    return BrainWorker(worker, dialog, agent)
+
+
+async def run(settings: Settings) -> None:
+    bus = RedisBus(settings.redis_dsn)
+    brain = build_worker(settings, bus)
+    await publish_language(bus, brain.dialog)
     try:
-        await worker.run()
+        await brain.worker.run()
     finally:
-        if agent is not None:
-            await agent.aclose()
+        await brain.aclose()
         await bus.close()
