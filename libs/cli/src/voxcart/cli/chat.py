@@ -45,6 +45,7 @@ from voxcart.common import events as ev
 from voxcart.common.bus import Bus, BusError, Output, RedisBus, keys
 from voxcart.common.localredis import LocalRedis
 from voxcart.common.settings import Settings
+from voxcart.common.tasks import cancel_and_wait
 from voxcart.common.worker import Worker
 
 if TYPE_CHECKING:
@@ -258,9 +259,7 @@ class ChatSession:
             return
         self._closed = True
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+            await cancel_and_wait(self._heartbeat)
         sid = self.sid
         outcome = self.outcome or "caller hung up"
         ended = ev.CallEnded(call_sid=sid, reason=outcome)
@@ -373,9 +372,7 @@ class LocalBrain:
             async with asyncio.timeout(grace_s):
                 await asyncio.shield(self._task)
         except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         finally:
             if self._brain is not None:
                 await self._brain.aclose()

@@ -25,6 +25,7 @@ from .bus.base import Bus, BusError, Entry, Output
 from .bus.ownership import Ownership, OwnershipConfig
 from .metrics import BUS_BACKLOG, COMMITS, HealthServer
 from .settings import Settings
+from .tasks import cancel_and_wait
 
 __all__ = ["CallContext", "CallHandler", "HandlerFactory", "Worker"]
 
@@ -150,9 +151,7 @@ class Worker:
                 async with asyncio.timeout(2.0):
                     await call.queue.join()
         if call.task is not None:
-            call.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await call.task
+            await cancel_and_wait(call.task)
         try:
             await call.handler.close(reason)
         except Exception:
@@ -249,10 +248,7 @@ class Worker:
         finally:
             log.info("draining %d calls", len(self.calls))
             await self.ownership.drain()
-            for task in (reader, beat):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(reader, beat)
             with contextlib.suppress(BusError):
                 await self.bus.zrem(keys.workers(self.svc), [self.settings.replica_id])
             await self.ownership.stop()

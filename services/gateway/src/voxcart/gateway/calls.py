@@ -10,13 +10,13 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from voxcart.common import events as ev
 from voxcart.common.bus import Bus, BusError, Output, keys
 from voxcart.common.bus.writer import Writer
 from voxcart.common.metrics import DEDUPE_HITS
+from voxcart.common.tasks import cancel_and_wait
 
 from .session import CallSession
 
@@ -44,10 +44,7 @@ class CallRegistry:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         await self.writer.close()
 
     # -- lifecycle ------------------------------------------------------------------------------------------

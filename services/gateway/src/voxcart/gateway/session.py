@@ -23,6 +23,7 @@ from voxcart.common import events as ev
 from voxcart.common.bus import Output, keys
 from voxcart.common.bus.writer import Writer
 from voxcart.common.metrics import LATENCY_BUCKETS
+from voxcart.common.tasks import cancel_and_wait
 
 from .twilio.connection import MediaConnection
 from .twilio.pacer import Pacer, parse_mark_name
@@ -176,8 +177,6 @@ class CallSession:
 
     async def aclose(self) -> None:
         if self.ending is not None and not self.ending.done():
-            self.ending.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.ending
+            await cancel_and_wait(self.ending)
         await self.pacer.aclose()
         self.closed.set()

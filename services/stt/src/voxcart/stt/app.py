@@ -8,13 +8,13 @@ open keep the model they started with, new calls get the new one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 
 from voxcart.common.bus import Bus, RedisBus, keys
 from voxcart.common.settings import Settings
+from voxcart.common.tasks import cancel_and_wait
 from voxcart.common.worker import CallContext, CallHandler, Worker
 
 from .embedded import PocketsphinxProvider
@@ -159,8 +159,6 @@ async def run(settings: Settings) -> None:
     try:
         await worker.run()
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        await cancel_and_wait(watcher)
         await provider.aclose()  # a FallbackProvider closes the embedded one too
         await bus.close()

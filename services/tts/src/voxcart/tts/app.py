@@ -21,13 +21,13 @@ naming the setting, never mid-call. At start the cache is warmed with the stock 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 
 from voxcart.common.bus import Bus, RedisBus, keys
 from voxcart.common.settings import Settings
+from voxcart.common.tasks import cancel_and_wait
 from voxcart.common.worker import CallContext, CallHandler, Worker
 
 from .espeak import EspeakError, VoiceSettings
@@ -161,9 +161,7 @@ async def run(settings: Settings) -> None:
         await worker.run()
     finally:
         if warming is not None:
-            warming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await warming
+            await cancel_and_wait(warming)
         try:
             await voice.aclose()
         finally:

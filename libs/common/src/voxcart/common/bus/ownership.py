@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from .. import events as ev
 from ..metrics import DLQ_TOTAL, LEASE_ACQUIRED, LEASE_LOST, OWNED_CALLS
+from ..tasks import cancel_and_wait
 from . import keys
 from .base import Bus, BusError, Output
 
@@ -111,11 +112,7 @@ class Ownership:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
 
     # -- acquiring ---------------------------------------------------------------------------------------

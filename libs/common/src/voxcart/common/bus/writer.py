@@ -18,6 +18,7 @@ import logging
 import time
 
 from ..metrics import BUS_BATCH_SIZE, BUS_PUBLISH_SECONDS
+from ..tasks import cancel_and_wait
 from .base import Bus, BusError, Output
 
 __all__ = ["Writer"]
@@ -74,9 +75,7 @@ class Writer:
     async def close(self) -> None:
         await self.flush()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         backoff = 0.05

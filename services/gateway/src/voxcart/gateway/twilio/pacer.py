@@ -25,7 +25,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections import deque
@@ -35,6 +34,7 @@ from typing import Protocol
 
 from voxcart.common.audio import SAMPLE_RATE
 from voxcart.common.events import now_ms
+from voxcart.common.tasks import cancel_and_wait
 from voxcart.gateway.twilio.connection import MediaConnection
 
 __all__ = ["Clock", "LoopClock", "Pacer", "mark_name", "parse_mark_name"]
@@ -260,9 +260,7 @@ class Pacer:
         """Stop sending; pending :meth:`wait_played` calls return ``False``."""
         self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         for turn in list(self._waiters):
             self._resolve(turn, False)
 
