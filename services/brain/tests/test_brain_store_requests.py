@@ -1,20 +1,30 @@
-"""The store's caller requests, against both stores: address changes and messages (idempotent, refused by rule)."""
+"""The store's caller requests on both backends (SQLite and PostgreSQL, via ``make_store``): address changes and
+messages (idempotent, refused by rule)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import pytest
 
-from voxcart.brain.store import ActionRefused, FixedClock, OrderNotFound, SqliteStore
+from voxcart.brain.store import ActionRefused, FixedClock, OrderNotFound, Store
 from voxcart.common.seed import Order, Seed
+
+MakeStore = Callable[..., Store]
+
+
+@pytest.fixture
+def store(make_store: MakeStore, seed: Seed, clock: FixedClock) -> Store:
+    """This module's stores come from both backends (conftest's ``make_store``), not only SQLite."""
+    return make_store(seed, clock)
 
 
 def _order(seed: Seed, status: str) -> Order:
     return next(o for o in seed.orders if o.status == status)
 
 
-def test_change_address_of_a_processing_order(seed: Seed, store: SqliteStore) -> None:
+def test_change_address_of_a_processing_order(seed: Seed, store: Store) -> None:
     order = _order(seed, "processing")
     change = store.change_address(order.number, "  12 oak lane   portland 97205 ", key="CA1:a")
     assert change.order == order.number and change.address == "12 oak lane portland 97205"
@@ -31,9 +41,7 @@ def test_change_address_of_a_processing_order(seed: Seed, store: SqliteStore) ->
     [("shipped", "not_processing"), ("delivered", "not_processing"), ("returned", "not_processing"),
      ("cancelled", "cancelled")],
 )  # fmt: skip
-def test_change_address_refused_once_shipped_or_cancelled(
-    seed: Seed, store: SqliteStore, status: str, reason: str
-) -> None:
+def test_change_address_refused_once_shipped_or_cancelled(seed: Seed, store: Store, status: str, reason: str) -> None:
     order = _order(seed, status)
     with pytest.raises(ActionRefused) as refused:
         store.change_address(order.number, "12 oak lane portland 97205", key="CA1:x")
@@ -41,7 +49,7 @@ def test_change_address_refused_once_shipped_or_cancelled(
     assert store.address_changes(order.number) == []
 
 
-def test_change_address_bad_requests(seed: Seed, store: SqliteStore) -> None:
+def test_change_address_bad_requests(seed: Seed, store: Store) -> None:
     order = _order(seed, "processing")
     known = {o.number for o in seed.orders}
     missing = next(str(n) for n in range(90000, 99999) if str(n) not in known)
@@ -56,7 +64,7 @@ def test_change_address_bad_requests(seed: Seed, store: SqliteStore) -> None:
     assert reused.value.reason == "key_reused"
 
 
-def test_messages_are_kept_in_order_and_idempotent(seed: Seed, store: SqliteStore, clock: FixedClock) -> None:
+def test_messages_are_kept_in_order_and_idempotent(seed: Seed, store: Store, clock: FixedClock) -> None:
     assert store.messages() == []
     first = store.leave_message("+15550001111", "Call me about my refund.", key="CA1:message:0", order_number="1")
     clock.advance(seconds=90)

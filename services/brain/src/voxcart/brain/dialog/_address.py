@@ -24,7 +24,7 @@ from voxcart.brain.text import tokens
 from voxcart.common.seed import Order
 from voxcart.common.spoken_numbers import numbers_to_digits, spoken_digits
 
-__all__ = ["address_flow", "on_address_answer", "on_new_address", "say_address", "written_address"]
+__all__ = ["address_flow", "address_key", "on_address_answer", "on_new_address", "say_address", "written_address"]
 
 _ASK: Final = "What's the new shipping address? Please say the street address, the city and the ZIP code."
 _LEAD_INS: Final = [
@@ -49,6 +49,12 @@ def written_address(text: str) -> str | None:
     if len(words) < _MIN_WORDS or not any(w[0].isdigit() for w in words):
         return None
     return " ".join(words)
+
+
+def address_key(call_id: str, number: str, address: str) -> str:
+    """The idempotency key of changing order ``number`` to ``address`` in call ``call_id`` (rules and LLM mode
+    alike, so one change is never made twice in a call)."""
+    return f"{call_id or 'call'}:address:{number}:{zlib.crc32(address.encode()):08x}"
 
 
 def say_address(address: str) -> str:
@@ -142,7 +148,7 @@ def _change(turn: Turn) -> Reply:
     address = st.new_address
     if order is None or address is None or not turn.is_verified(order.customer):
         return turn.finish(["I'm sorry, I can't change that order."], "change_address")
-    key = f"{st.call_id or 'call'}:address:{order.number}:{zlib.crc32(address.encode()):08x}"
+    key = address_key(st.call_id, order.number, address)
     try:
         turn.store.change_address(order.number, address, key=key)
     except ActionRefused:

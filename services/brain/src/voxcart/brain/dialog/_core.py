@@ -9,21 +9,38 @@ Invariants:
   best intent; otherwise "not understood". Two misunderstandings in a row offer a person (or, outside opening
   hours, a message); two silences in a row end the call.
 - After ``end_call`` or ``transfer_to``, the state is ``ended`` and further input gets an empty reply.
+- A store that fails mid-turn (a :class:`~voxcart.brain.store.StoreError` no step handled: the database is
+  down) never loses the call: the failure is logged with the call sid, the state goes back to how it was before
+  the turn (so the next turn asks the store again), and the caller hears a short apology and the offer of a
+  person (a transfer inside opening hours, else a message); a request for a person, or a yes or no to that
+  offer, is still answered. When it was the message itself that could not be saved, the call is transferred if
+  there is a handoff number (even outside hours: a person's voicemail beats a lost message), else ended
+  politely. This is the one place for both modes: LLM mode falls back to :meth:`Dialog.on_text` when a tool's
+  store call fails.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import logging
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
+
+from prometheus_client import Counter
 
 from voxcart.brain.dialog import _address, _handoff, _orders, _policies, _products, _returns
 from voxcart.brain.dialog._state import DialogState, Reply
 from voxcart.brain.dialog._turn import ANYTHING_ELSE, HELP, Turn
 from voxcart.brain.nlu import MIN_SCORE, IntentScore, score_intents, yes_or_no
 from voxcart.brain.numbers import longest_digit_run
-from voxcart.brain.store import Clock, ProductMatch, Store
+from voxcart.brain.store import Clock, ProductMatch, Store, StoreError
 
 __all__ = ["Dialog"]
+
+log = logging.getLogger("voxcart.brain.dialog")
+
+STORE_FAILURES = Counter("voxcart_brain_store_failures", "Turns the store failed in (the caller was offered a person)")
 
 _CONFIRMS = ("confirm_order", "confirm_cancel", "confirm_return", "repeat_tracking")
 _WEAK = ("thanks", "help", "repeat", "unknown")
@@ -48,9 +65,15 @@ class Dialog:
         self._keyterms: list[str] | None = None
 
     def keyterms(self, limit: int = 50) -> list[str]:
-        """The store's product names and aliases, for recognizers that can boost words (Deepgram keyterms)."""
+        """The store's product names and aliases, for recognizers that can boost words (Deepgram keyterms);
+        none while the store fails (asked again next time)."""
         if self._keyterms is None:
-            names = (n for p in self.store.products() for n in (p.name, *p.aliases))
+            try:
+                products = self.store.products()
+            except StoreError as exc:
+                log.warning("no keyterms: the store failed: %s", exc)
+                return []
+            names = (n for p in products for n in (p.name, *p.aliases))
             self._keyterms = list(dict.fromkeys(n.strip() for n in names if n.strip()))
         return self._keyterms[:limit]
 
@@ -88,7 +111,12 @@ class Dialog:
         """
         turn = self._turn(state)
         state.caller_number = caller_number
-        customer = self.store.customer_by_phone(caller_number) if caller_number else None
+        try:
+            customer = self.store.customer_by_phone(caller_number) if caller_number else None
+        except StoreError as exc:  # greet anyway; the caller can still prove who they are later
+            STORE_FAILURES.inc()
+            log.warning("the store failed at the greeting: %s", exc, extra={"call_sid": state.call_id})
+            customer = None
         state.caller_customer = customer.id if customer else None
         state.greeted = True
         name = self.store.info.name
@@ -108,6 +136,9 @@ class Dialog:
             text: the utterance; lower-case without punctuation is fine.
             confidence: the recognizer's confidence in ``text`` (0..1).
         """
+        return self._guarded(state, lambda: self._on_text(state, text, confidence), counts=True, text=text)
+
+    def _on_text(self, state: DialogState, text: str, confidence: float) -> Reply:
         if state.ended:
             return Reply(sentences=[], intent="ended")
         turn = self._turn(state)
@@ -138,6 +169,9 @@ class Dialog:
         Returns:
             An empty reply while the entry is incomplete; the answer once '#' ends it.
         """
+        return self._guarded(state, lambda: self._on_digits(state, digits), counts=True)
+
+    def _on_digits(self, state: DialogState, digits: str) -> Reply:
         if state.ended:
             return Reply(sentences=[], intent="ended")
         state.silences = 0
@@ -159,6 +193,9 @@ class Dialog:
 
         An unfinished DTMF entry is taken as complete.
         """
+        return self._guarded(state, lambda: self._on_silence(state), counts=False)
+
+    def _on_silence(self, state: DialogState) -> Reply:
         if state.ended:
             return Reply(sentences=[], intent="ended")
         turn = self._turn(state)
@@ -173,6 +210,70 @@ class Dialog:
         return turn.reply(
             ["Are you still there?"], "silence", ask=prompt, pending=state.pending, expect=state.last_expect
         )
+
+    # -- a failing store ---------------------------------------------------------------------------------------
+
+    def _guarded(
+        self, state: DialogState, answer: Callable[[], Reply], *, counts: bool, text: str | None = None
+    ) -> Reply:
+        """``answer()``, or, when the store fails during it, the apology (see the module invariants).
+
+        Args:
+            state: the call's state (restored to its value before ``answer`` when the store fails).
+            answer: the turn.
+            counts: the turn counts as one of the caller's (text, a DTMF entry), not a silence.
+            text: what the caller said, if they spoke: a request for a person, or the answer to the offer of one,
+                is still served without the store.
+        """
+        before = copy.deepcopy(state)
+        try:
+            return answer()
+        except StoreError as exc:
+            STORE_FAILURES.inc()
+            log.warning(
+                "the store failed during a turn (%s), the caller is offered a person: %s",
+                type(exc).__name__,
+                exc,
+                extra={"call_sid": state.call_id},
+            )
+            for field in state.__struct_fields__:
+                setattr(state, field, getattr(before, field))
+            state.digits = ""  # an entry that failed is not taken again by the next key or silence
+            state.turns += 1 if counts else 0
+            state.silences = 0
+            turn = self._turn(state)
+            saving_message = before.pending in ("message", "callback_number")  # the words were the message
+            if text is not None and not saving_message and (served := self._without_store(turn, text)) is not None:
+                return served
+            return self._store_failed(turn, saving_message=saving_message)
+
+    def _without_store(self, turn: Turn, text: str) -> Reply | None:
+        """What needs no store: a person asked for, or a yes or no to the offer of a person or of a message."""
+        pending = turn.state.pending
+        answer = yes_or_no(text)
+        top = score_intents(text, faq=self.store.policies.faq)[0]
+        if (top.intent == "human" and top.score >= MIN_SCORE) or (pending == "confirm_transfer" and answer is True):
+            return turn.transfer()
+        if pending == "confirm_message" and answer is not None:
+            return _handoff.on_confirm_message(turn, answer)
+        if pending == "confirm_transfer" and answer is False:
+            return turn.reply(["Okay.", HELP], "help", ask=["What can I help you with?"])
+        return None
+
+    def _store_failed(self, turn: Turn, *, saving_message: bool) -> Reply:
+        """The apology for a failed store: offer a person, or, when a message could not be saved, hand over or end."""
+        number = self.store.info.handoff_number
+        if saving_message:
+            sorry = "I'm sorry, I couldn't save your message because of a problem on our side."
+            if number:
+                return turn.reply(
+                    [sorry, "Let me transfer you to someone on our team."], "store_error", transfer_to=number
+                )
+            return turn.goodbye([sorry, "Please try calling again a little later."])
+        sorry = "I'm sorry, I'm having trouble with our system right now."
+        if number:
+            return turn.offer_human([sorry], "store_error")
+        return turn.offer_message([sorry], "store_error")
 
     # -- decisions -------------------------------------------------------------------------------------------
 

@@ -16,6 +16,9 @@ Invariants:
 - The memory handed in is not mutated: the turn works on a copy and returns the new memory in :class:`Done`
   (so state saved mid-turn still holds the memory of before the turn, and a replayed turn proposes afresh).
 - The guardrails are the tools' (:mod:`._tools`); the prompt only explains them.
+- A store failure in a tool ends the model's turn like a model failure: the rules dialog answers, and it is the
+  one place that turns a store failure into an apology and an offer of a person
+  (:class:`~voxcart.brain.dialog.Dialog`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from voxcart.brain.llm._client import LlmClient, LlmError, StreamEnd, TextDelta
 from voxcart.brain.llm._memory import LlmMemory, Message, WireToolCall
 from voxcart.brain.llm._sentences import SentenceSplitter
 from voxcart.brain.llm._tools import TOOLS, ToolBox
+from voxcart.brain.store import StoreError
 
 __all__ = ["Done", "LlmAgent", "Sentence"]
 
@@ -89,15 +93,17 @@ class LlmAgent:
         today = self.dialog.now().date()
         lines = [
             f"You are the phone agent of {info.name}, a shop. Today is {today:%A, %B %d, %Y}.",
-            "You help callers with order status, returns, refunds, cancellations, product availability and the "
-            "shop's policies, using the tools. Never invent facts: answer only from tool results.",
+            "You help callers with order status, returns, refunds, cancellations, changing the shipping address of "
+            "an order that has not shipped, product availability and the shop's policies, using the tools. Never "
+            "invent facts: answer only from tool results.",
             "You are speaking on the phone: reply in one to three short, plain sentences, no lists, no markdown, "
             "no emojis. Read order numbers digit by digit.",
             "Order details need the caller's identity: if a tool says identity_required, ask for the ZIP code or "
             "email on the order and call verify_identity with what the caller says. Actions need the caller's "
             "yes: propose them first as the tools explain.",
-            "If the caller wants a person, call transfer_to_human. When the caller is done, say goodbye and call "
-            "end_call.",
+            "If the caller wants a person, call transfer_to_human; if it says no one is available, offer to take a "
+            "message (their name and message) and call leave_message. When the caller is done, say goodbye and "
+            "call end_call.",
         ]
         if state.caller_customer:
             customer = store.get_customer(state.caller_customer)
@@ -138,7 +144,8 @@ class LlmAgent:
             yield Done(reply=reply, memory=work)
             return
         work.turn_count += 1
-        tools = ToolBox(self.dialog.store, state, work, self.dialog.now().date(), [*work.caller_lines(), text])
+        now = self.dialog.now()
+        tools = ToolBox(self.dialog.store, state, work, now.date(), [*work.caller_lines(), text], now)
         user = Message(role="user", content=text)
         said: list[str] = []
         exchange: list[Message] = [user]
@@ -158,6 +165,12 @@ class LlmAgent:
             error = f"{exc.kind}: {exc}"
             LLM_TURNS.labels(exc.kind).inc()
             log.warning("LLM turn failed, the rules dialog answers: %s", error, extra={"call_sid": state.call_id})
+        except StoreError as exc:
+            error = f"store: {type(exc).__name__}: {exc}"
+            LLM_TURNS.labels("store").inc()
+            log.warning(
+                "the store failed in an LLM turn, the rules dialog answers: %s", exc, extra={"call_sid": state.call_id}
+            )
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             LLM_TURNS.labels("exception").inc()

@@ -57,9 +57,11 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 class PendingAction(msgspec.Struct, frozen=True, kw_only=True):
     """An action a tool was asked for and that waits for the caller's yes in a later turn."""
 
-    kind: Literal["cancel", "return"]
+    kind: Literal["cancel", "return", "address"]
     order: str
     sku: str = ""
+    address: str = ""
+    """The new shipping address of an ``address`` change, as it will be stored."""
     turn: int
     """The LLM turn (``LlmMemory.turns``) in which it was proposed."""
 

@@ -62,6 +62,39 @@ TOOLS: Final[list[dict[str, Any]]] = [
         ["order_number"],
     ),
     _tool(
+        "change_address",
+        "Change where an order that has not shipped yet will be delivered. Call once with the new address to check "
+        "and propose it; read the address back to the caller and ask them to confirm; when they say yes, call again "
+        "with the same arguments to change it.",
+        {
+            **_ORDER,
+            "address": {
+                "type": "string",
+                "description": "The new address as the caller said it: street number and name, city, ZIP code.",
+            },
+        },
+        ["order_number", "address"],
+    ),
+    _tool(
+        "leave_message",
+        "Take a message for the team to call the caller back (when no one can take the call, or the caller asks). "
+        "The callback number is the calling number unless the caller gives another one.",
+        {
+            "name": {"type": "string", "description": "The caller's name, as they said it."},
+            "message": {"type": "string", "description": "The caller's message, in their words."},
+            "callback_number": {
+                "type": "string",
+                "description": "A number to call back, only if the caller said one; leave out to use the calling "
+                "number.",
+            },
+            "no_callback_number": {
+                "type": "boolean",
+                "description": "True only when the calling number is withheld and the caller has no number to give.",
+            },
+        },
+        ["message"],
+    ),
+    _tool(
         "check_availability",
         "Stock of a product, optionally in one colour and/or size, with restock dates when out of stock.",
         {
@@ -77,6 +110,12 @@ TOOLS: Final[list[dict[str, Any]]] = [
         {"question": {"type": "string", "description": "The caller's question, to pick the matching FAQ answer."}},
         [],
     ),
-    _tool("transfer_to_human", "Transfer the call to a person on the shop's team.", {}, []),
+    _tool(
+        "transfer_to_human",
+        "Transfer the call to a person on the shop's team. Outside opening hours (or with no one to take calls) it "
+        "does not transfer and says so: then offer to take a message with leave_message.",
+        {},
+        [],
+    ),
     _tool("end_call", "Hang up after your reply (say goodbye in it). Only when the caller is done.", {}, []),
 ]

@@ -11,25 +11,40 @@ The guardrails live here, not in the prompt, so a model cannot talk its way arou
 - Cancelling and returning follow the store's rules (``cancel_order`` refuses what is not processing;
   eligibility is :func:`~voxcart.brain.store.check_return`, the rule the store enforces) and need the caller's
   yes: the first call only proposes the action; it is done when the tool is called again for the same order
-  (and item) in a later turn, unless the caller's latest words are a "no". Return idempotency keys are the
-  rules dialog's, so one return is never filed twice for a call.
+  (and item, or address) in a later turn, unless the caller's latest words are a "no". Return and address-change
+  idempotency keys are the rules dialog's, so one return or change is never made twice for a call.
+- Changing a shipping address is the rules dialog's job with the same rules: a verified caller's order, an
+  address as the dialog takes it down (:func:`~voxcart.brain.dialog._address.written_address`: a number and at
+  least three words), refused as the store refuses it (``not_processing`` once shipped, ``cancelled``).
+- A message for the team carries the calling number, or a callback number only if the caller said it; the
+  order under discussion only when the caller is verified for it. Its idempotency key is the call's, the LLM
+  turn's and its place in the turn, so a replayed turn stores nothing twice.
+- A transfer happens only when the rules dialog would transfer (:meth:`Turn.team_available
+  <voxcart.brain.dialog._turn.Turn.team_available>`: a handoff number, inside opening hours); otherwise the
+  result tells the model to offer to take a message.
+- A store failure (:class:`~voxcart.brain.store.StoreError` other than a refusal) is raised, not returned: the
+  turn then falls back to the rules dialog, which apologises and offers a person (one place for both modes).
 - Results are JSON objects; a refusal has ``"ok": false`` and a stable ``"reason"``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any, Final
 
 from voxcart.brain.dialog import DialogState
+from voxcart.brain.dialog._address import address_key, say_address, written_address
+from voxcart.brain.dialog._turn import Turn
 from voxcart.brain.llm._memory import LlmMemory, PendingAction
 from voxcart.brain.llm._schemas import TOOLS
 from voxcart.brain.nlu import extract_email, faq_match, yes_or_no
 from voxcart.brain.numbers import digit_runs
-from voxcart.brain.phrasing import say_order_number
+from voxcart.brain.phrasing import say_order_number, say_phone
 from voxcart.brain.store import ActionRefused, OrderNotFound, Store, check_return
+from voxcart.brain.store._requests import address_change
 from voxcart.common.seed import Order
 
 __all__ = ["MAX_FAILED_VERIFICATIONS", "TOOLS", "ToolBox"]
@@ -49,16 +64,25 @@ class ToolBox:
         memory: the call's LLM memory (failed checks, the proposed action).
         today: today's date in the store's timezone.
         caller_lines: what the caller said in this call, oldest first, the current utterance last.
+        now: the current time in the store's timezone, for opening hours (None: unknown, taken as open).
     """
 
     def __init__(
-        self, store: Store, state: DialogState, memory: LlmMemory, today: dt.date, caller_lines: list[str]
+        self,
+        store: Store,
+        state: DialogState,
+        memory: LlmMemory,
+        today: dt.date,
+        caller_lines: list[str],
+        now: dt.datetime | None = None,
     ) -> None:
         self.store = store
         self.state = state
         self.memory = memory
         self.today = today
+        self.now = now
         self.caller_lines = caller_lines
+        self._messages = itertools.count()
         self.transfer_to: str | None = None
         self.end_call = False
         self.done: list[str] = []
@@ -71,6 +95,8 @@ class ToolBox:
             "return_options": self._return_options,
             "create_return": self._create_return,
             "cancel_order": self._cancel_order,
+            "change_address": self._change_address,
+            "leave_message": self._leave_message,
             "check_availability": self._check_availability,
             "store_policies": self._store_policies,
             "transfer_to_human": self._transfer,
@@ -78,7 +104,11 @@ class ToolBox:
         }
 
     def run(self, name: str, arguments: str) -> str:
-        """Run one tool call; returns its result as JSON text (errors included, never raised)."""
+        """Run one tool call; returns its result as JSON text (refusals and bad arguments included).
+
+        Raises:
+            StoreError: the store failed (down, or a query error); see the module invariants.
+        """
         self.called.append(name)
         handler = self._handlers.get(name)
         if handler is None:
@@ -224,7 +254,12 @@ class ToolBox:
     def _confirmed(self, action: PendingAction) -> bool:
         """The same action was proposed in an earlier turn and the caller did not just say no."""
         pending = self.memory.pending
-        if pending is None or (pending.kind, pending.order, pending.sku) != (action.kind, action.order, action.sku):
+        if pending is None or (pending.kind, pending.order, pending.sku, pending.address) != (
+            action.kind,
+            action.order,
+            action.sku,
+            action.address,
+        ):
             return False
         said = self.caller_lines[-1] if self.caller_lines else ""
         return pending.turn < action.turn and yes_or_no(said) is not False
@@ -293,6 +328,83 @@ class ToolBox:
         self.done.append(f"Order {say_order_number(order.number)} is cancelled.")
         return {"ok": True, "status": cancelled.status, "refund_days": self.store.policies.refund_days}
 
+    def _change_address(self, args: dict[str, Any]) -> Result:
+        order, refusal = self._order(args)
+        if order is None:
+            return refusal or {}
+        address = written_address(str(args.get("address") or ""))
+        if address is None:
+            return {
+                "ok": False,
+                "reason": "bad_address",
+                "message": "Ask the caller for the whole new address: the street address with its number, the city "
+                "and the ZIP code.",
+            }
+        try:
+            address_change(order, order.number, address, self.today)  # the store's rule, checked before proposing
+        except ActionRefused as exc:
+            return {
+                "ok": False,
+                "reason": exc.reason,
+                "status": order.status,
+                "message": f"An order that is {order.status} cannot be sent to another address.",
+            }
+        action = PendingAction(kind="address", order=order.number, address=address, turn=self.memory.turn_count)
+        if not self._confirmed(action):
+            result = self._propose(action, f"ship order {order.number} to {say_address(address)}")
+            return {**result, "address": say_address(address)}
+        try:
+            change = self.store.change_address(
+                order.number, address, key=address_key(self.state.call_id, order.number, address)
+            )
+        except ActionRefused as exc:
+            return {"ok": False, "reason": exc.reason, "message": str(exc)}
+        except OrderNotFound:
+            return {"ok": False, "reason": "not_found", "order_number": order.number}
+        self.memory.pending = None
+        self.done.append(f"Done. Order {say_order_number(order.number)} will ship to {say_address(change.address)}.")
+        return {"ok": True, "order_number": order.number, "address": change.address, "changed": str(change.changed)}
+
+    def _leave_message(self, args: dict[str, Any]) -> Result:
+        st = self.state
+        text = " ".join(str(args.get("message") or "").split())
+        name = " ".join(str(args.get("name") or "").split())
+        if not text:
+            return {"ok": False, "reason": "empty", "message": "Ask the caller for their name and their message."}
+        given = "".join(ch for ch in str(args.get("callback_number") or "") if ch.isdigit())
+        if given and (len(given) < 7 or not self._caller_said(given, "")):
+            return {
+                "ok": False,
+                "reason": "not_said_by_caller",
+                "message": "Only a phone number the caller said (7 digits or more) can be used. Ask them for it, "
+                "or leave callback_number out to use the number they are calling from.",
+            }
+        number = given or st.caller_number
+        if not number and not args.get("no_callback_number"):
+            return {
+                "ok": False,
+                "reason": "callback_number_needed",
+                "message": "The calling number is withheld. Ask for a number to call back; if the caller has none, "
+                "call again with no_callback_number set to true.",
+            }
+        order = self.store.get_order(st.order_number) if st.order_number else None
+        about = order.number if order is not None and self._verified(order) else None
+        key = f"{st.call_id or 'call'}:llm-message:{self.memory.turn_count}:{next(self._messages)}"
+        try:
+            message = self.store.leave_message(number, f"{name}: {text}" if name else text, key=key, order_number=about)
+        except ActionRefused as exc:
+            return {"ok": False, "reason": exc.reason, "message": str(exc)}
+        st.messages_left += 1
+        if given:
+            back = f"Someone from our team will call you back at {say_phone(given)}."
+        elif number:
+            back = "Someone from our team will call you back at the number you're calling from."
+        else:
+            back = "Our team will read it as soon as they're in."
+        self.done += ["Thank you, I've passed your message on to our team.", back]
+        callback = "given" if given else "calling_number" if number else "none"
+        return {"ok": True, "message_id": message.id, "callback": callback}
+
     # -- shop --------------------------------------------------------------------------------------------------
     def _check_availability(self, args: dict[str, Any]) -> Result:
         matches = self.store.find_products(str(args.get("product", "")))
@@ -338,10 +450,17 @@ class ToolBox:
         return result
 
     def _transfer(self, args: dict[str, Any]) -> Result:
-        number = self.store.info.handoff_number
-        if not number:
-            return {"ok": False, "reason": "no_one_available", "hours": self.store.info.hours}
-        self.transfer_to = number
+        info = self.store.info
+        if not Turn(self.store, self.state, self.today, self.now).team_available():
+            return {
+                "ok": False,
+                "reason": "closed" if info.handoff_number else "no_one_available",
+                "hours": info.hours,
+                "message": "No one from the team can take the call now. Say so (and the opening hours, if any), "
+                "and offer to take a message so someone calls back: if the caller wants to, ask for their name "
+                "and message and call leave_message. Do not promise a transfer.",
+            }
+        self.transfer_to = info.handoff_number
         return {"ok": True, "message": "The call will be transferred after your reply."}
 
     def _end_call(self, args: dict[str, Any]) -> Result:
