@@ -29,6 +29,7 @@ from prometheus_client import Histogram
 from voxcart.common import events as ev
 from voxcart.common.bus import Entry, Output, keys
 from voxcart.common.metrics import LATENCY_BUCKETS
+from voxcart.common.tasks import cancel_and_wait
 from voxcart.common.worker import CallContext
 
 from .dialog import Dialog, DialogState, Reply
@@ -376,7 +377,4 @@ class BrainHandler:
             self._stop.set()
 
     async def close(self, reason: str) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
+        await cancel_and_wait(self._timer)

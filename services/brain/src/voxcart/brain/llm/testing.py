@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from voxcart.common.tasks import cancel_and_wait
+
 __all__ = [
     "Gate",
     "Raw",
@@ -144,10 +146,7 @@ class ScriptedLlmServer:
     ) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         if self._server is not None:
             await self._server.wait_closed()
 
