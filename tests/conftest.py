@@ -22,12 +22,12 @@ def running_stack(
     replicas: Mapping[str, int],
     env: Mapping[str, str] | None = None,
 ) -> Iterator[Stack]:
-    """A stack on its own redis-server, with ``env`` over :data:`BASE_ENV`; its logs' path is printed at the end."""
+    """A stack on its own redis-server, with ``env`` over :data:`BASE_ENV`; its logs' path is printed at the end.
+    Its call records go to a SQLite file beside the logs unless ``env`` sets ``RECORDS_PATH``."""
     server = start_redis(appendonly=False)
     log = Path(tmp_path_factory.mktemp(name)) / "services.log"
-    stack = Stack(
-        redis_url=server.url, port=0, replicas=dict(replicas), env={**BASE_ENV, **(env or {})}, log_path=str(log)
-    )
+    full_env = {**BASE_ENV, "RECORDS_PATH": str(log.with_name("records.sqlite3")), **(env or {})}
+    stack = Stack(redis_url=server.url, port=0, replicas=dict(replicas), env=full_env, log_path=str(log))
     try:
         stack.start(timeout=90)
         yield stack

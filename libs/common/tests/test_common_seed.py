@@ -5,10 +5,13 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voxcart.common.seed import ORDER_STATUSES, Seed, SeedError, load_seed, parse_seed
 
@@ -148,6 +151,25 @@ _BROKEN: list[tuple[str, tuple[str | int, ...], object, str]] = [
     ("delivered without date", ("orders", 0, "delivered"), None, r"\$\.orders\[0\]\.delivered: a delivered order"),
     ("eta before placed", ("orders", 0, "eta"), "2029-12-31", r"\$\.orders\[0\]\.eta: 2029-12-31 is before"),
     ("not an object", ("orders",), {"a": 1}, r"\$\.orders: expected `array`, got `object`"),
+    ("duplicate customer", ("customers", 1, "id"), "u1", r"\$\.customers\[1\]\.id: duplicate customer id 'u1'"),
+    ("delivered before placed", ("orders", 0, "delivered"), "2029-01-01", r"\$\.orders\[0\]\.delivered: 2029-01-01 is"),
+    ("bad restock date", ("products", 0, "variants", 1, "restock_date"), "soon", r"variants\[1\]\.restock_date: .*ISO"),
+    ("bad return date", ("returns", 0, "updated"), 20300109, r"\$\.returns\[0\]\.updated: expected `date`"),
+    ("missing return date", ("returns", 0, "updated"), _DELETE, r"\$\.returns\[0\]: missing required field 'updated'"),
+    ("missing nested field", ("orders", 1, "placed"), _DELETE, r"\$\.orders\[1\]: missing required field 'placed'"),
+    ("negative price", ("products", 1, "price"), -5.5, r"\$\.products\[1\]\.price: expected `float` >= 0"),
+    ("empty name", ("store", "name"), "", r"\$\.store\.name: expected `str` of length >= 1"),
+    ("bool for int", ("policies", "return_window_days"), True, r"return_window_days: expected `int`, got `bool`"),
+    ("list item of wrong type", ("customers", 1), "Bob", r"\$\.customers\[1\]: expected `object`, got `str`"),
+    ("status of wrong type", ("orders", 0, "status"), 3, r"\$\.orders\[0\]\.status: expected `str`, got `int`"),
+    ("no variants", ("products", 1, "variants"), [], r"\$\.products\[1\]\.variants: expected `array` of length >= 1"),
+    ("huge window", ("policies", "return_window_days"), 10**9, r"\$\.policies\.return_window_days: .*<= 3650"),
+    (
+        "huge stock",
+        ("products", 0, "variants", 0, "stock"),
+        2**64,
+        r"variants\[0\]\.stock: expected `int` <= 1000000000",
+    ),
 ]
 
 
@@ -206,3 +228,73 @@ def test_every_documented_status_is_accepted() -> None:
         doc["orders"][1]["status"] = status
         doc["orders"][1]["delivered"] = "2030-01-07"
         assert _parse(doc).orders[1].status == status
+
+
+# -- generated bad input -------------------------------------------------------------------------------------
+
+_FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=1500)
+
+
+def _paths(doc: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    items: list[tuple[str | int, Any]] = []
+    if isinstance(doc, dict):
+        items = list(doc.items())
+    elif isinstance(doc, list):
+        items = list(enumerate(doc))
+    out: list[tuple[str | int, ...]] = []
+    for key, value in items:
+        out.append((*prefix, key))
+        out.extend(_paths(value, (*prefix, key)))
+    return out
+
+
+def _json_path(path: tuple[str | int, ...]) -> str:
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+
+
+@_FUZZ
+@given(path=st.sampled_from(_paths(_valid())), delete=st.booleans())
+def test_common_seed_any_field_broken_is_refused_at_its_path(path: tuple[str | int, ...], delete: bool) -> None:
+    """Any field removed, or given a value of another JSON type: refused naming that field (or its object)."""
+    doc = _valid()
+    parent: Any = doc
+    for key in path[:-1]:
+        parent = parent[key]
+    where, key = _json_path(path), path[-1]
+    if delete:
+        del parent[key]
+    else:  # an object where anything but an object is expected, and an array where an object is
+        parent[key] = [1] if isinstance(parent[key], dict) else {"x": 1}
+    try:
+        _parse(doc)
+    except SeedError as exc:
+        message = str(exc)
+        assert message.startswith("store.json: $"), message
+        if not delete:
+            assert f" {where}: expected " in message, message
+        elif isinstance(key, str):  # (a deleted list item shifts the others: any path may be named then)
+            missing = f" {_json_path(path[:-1])}: missing required field '{key}'"
+            dangling = re.search(r": (unknown (customer|sku|order) |sku .* is not an item of order )", message)
+            assert f" {where}: " in message or missing in message or dangling, message
+        return
+    assert delete, "a value of the wrong type was accepted"
+
+
+@_FUZZ
+@given(
+    data=st.one_of(
+        st.binary(max_size=200),
+        st.text(max_size=200),
+        st.sampled_from(["[" * 5000, '{"store":' * 3000, '{"x":' + "[" * 5000 + "]" * 5000 + "}", '"\ud800"']),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+            lambda inner: (
+                st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(list(_valid())), inner, max_size=4)
+            ),
+            max_leaves=20,
+        ).map(lambda value: json.dumps(value)),
+    )
+)
+def test_common_seed_junk_raises_only_seed_error(data: bytes | str) -> None:
+    with pytest.raises(SeedError, match=r"^store\.json: "):
+        parse_seed(data, source="store.json")

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voxcart.common.logs import JsonFormatter, mask
-from voxcart.common.settings import SettingsError, load_settings, read_env_file
+from voxcart.common.settings import Settings, SettingsError, load_settings, read_env_file
 
 
 def test_common_settings_defaults_without_env_file() -> None:
@@ -168,3 +172,61 @@ def test_common_json_formatter_masks_exception_text() -> None:
     out = json.loads(JsonFormatter().format(record))
     assert "ValueError" in out["exc"]
     assert "5555550125" not in out["exc"]
+
+
+# -- generated bad values ------------------------------------------------------------------------------------
+
+_INFO = msgspec.inspect.type_info(Settings)
+assert isinstance(_INFO, msgspec.inspect.StructType)
+_CHECKED = [f for f in _INFO.fields if not isinstance(f.type, msgspec.inspect.StrType)]
+"""Every setting whose value is more than a string: a Literal, or a bounded number."""
+
+
+def _bad_values(field: msgspec.inspect.Field) -> st.SearchStrategy[str]:
+    junk = st.one_of(
+        st.text(st.sampled_from(list("abz -+.,_/xé²\t")), min_size=1, max_size=12).filter(lambda v: v.strip() != ""),
+        st.sampled_from(["nan", "inf", "-inf", "1e400", "0x10", "1_0", "true", "[]", "{}", "null", "9" * 5000]),
+    )
+    kind = field.type
+    if isinstance(kind, msgspec.inspect.LiteralType):
+        return junk.filter(lambda v: v not in kind.values)
+    if isinstance(kind, msgspec.inspect.IntType | msgspec.inspect.FloatType):
+        out_of_range: list[st.SearchStrategy[str]] = []
+        low = kind.ge if kind.ge is not None else kind.gt
+        high = kind.le if kind.le is not None else kind.lt
+        if low is not None:
+            out_of_range.append(st.integers(-(10**12), int(low) - 1).map(str))
+        if high is not None:
+            out_of_range.append(st.integers(int(high) + 1, 10**12).map(str))
+        bad = st.one_of(junk.filter(lambda v: not _is_number(v)), *out_of_range)
+        return bad
+    raise AssertionError(f"a setting of an unexpected type: {field.encode_name}: {kind}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("field", _CHECKED, ids=[f.encode_name for f in _CHECKED])
+def test_common_settings_every_bad_value_names_its_variable(field: msgspec.inspect.Field) -> None:
+    @settings(derandomize=True, database=None, deadline=None, max_examples=60)
+    @given(value=_bad_values(field))
+    def check(value: str) -> None:
+        with pytest.raises(SettingsError) as info:
+            load_settings({field.encode_name: value}, env_file=None)
+        assert str(info.value).startswith(f"{field.encode_name}={value!r}: "), str(info.value)
+
+    check()
+
+
+@pytest.mark.parametrize(
+    "url", ["gw.example.com", "ftp://gw.example.com", "https://gw.example.com/?a=1", "https://:80"]
+)
+def test_common_settings_malformed_public_url_is_refused(url: str) -> None:
+    with pytest.raises(SettingsError, match=rf"^PUBLIC_URL={re.escape(repr(url))}: expected https://host"):
+        load_settings({"PUBLIC_URL": url}, env_file=None)
+    assert load_settings({"PUBLIC_URL": "https://gw.example.com/voice"}, env_file=None).public_url

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -84,7 +85,13 @@ class HealthServer:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        if self.host == "::":
+            # asyncio sets IPV6_V6ONLY on "::": bind one dual-stack socket so IPv4 probes (a container's
+            # HEALTHCHECK on 127.0.0.1) and IPv6 ones (Railway's private network) both reach it
+            sock = socket.create_server(("::", self.port), family=socket.AF_INET6, dualstack_ipv6=True)
+            self._server = await asyncio.start_server(self._handle, sock=sock)
+        else:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:

@@ -13,9 +13,11 @@ Invariants of a :class:`Seed` returned by :func:`parse_seed` / :func:`load_seed`
 - An order number is a string of digits; an order's ``status`` is one of :data:`ORDER_STATUSES`; a
   ``delivered`` order has a ``delivered`` date, and no date of an order is before its ``placed`` date.
 - Phone numbers are E.164 (``+15555550123``); the store's ``timezone`` is a known IANA zone.
+- Counts (stock, quantities) are at most 10**9 and ``return_window_days`` at most 3650.
 
-Anything else is refused with a :class:`SeedError` whose message names the source and the JSON path of the
-offending field, e.g. ``store.json: $.orders[2].status: expected one of processing, shipped, ...``.
+Anything else is refused with a :class:`SeedError` (and nothing but a :class:`SeedError`, whatever the bytes)
+whose message names the source and the JSON path of the offending field, e.g.
+``store.json: $.orders[2].status: expected one of processing, shipped, ...``.
 """
 
 from __future__ import annotations
@@ -61,8 +63,11 @@ ReturnStatus = Literal[
 ORDER_STATUSES: Final[tuple[str, ...]] = get_args(OrderStatus)
 RETURN_STATUSES: Final[tuple[str, ...]] = get_args(ReturnStatus)
 
-_NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
-_PosInt = Annotated[int, msgspec.Meta(ge=1)]
+# Counts are bounded: a bigger int does not fit SQLite's INTEGER (the store would fail to load), and a return
+# window beyond ~10 years overflows the deadline's date arithmetic.
+_NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
+_PosInt = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
+_Days = Annotated[int, msgspec.Meta(ge=0, le=3650)]
 _Money = Annotated[float, msgspec.Meta(ge=0)]
 _Text = Annotated[str, msgspec.Meta(min_length=1)]
 
@@ -96,7 +101,7 @@ class FaqEntry(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Policies(msgspec.Struct, frozen=True, kw_only=True):
-    return_window_days: _NonNegInt
+    return_window_days: _Days
     """Days after delivery during which an item may be returned."""
     returnable_conditions: list[str] = msgspec.field(default_factory=list)
     non_returnable_categories: list[str] = msgspec.field(default_factory=list)
@@ -213,13 +218,18 @@ def parse_seed(data: bytes | str, *, source: str = "<seed>") -> Seed:
     Raises:
         SeedError: the document is not JSON or breaks the format (message: ``<source>: <path>: <problem>``).
     """
-    raw = data.encode() if isinstance(data, str) else data
+    try:
+        raw = data.encode() if isinstance(data, str) else data
+    except UnicodeEncodeError as exc:
+        raise SeedError(f"{source}: not valid text: {exc.reason} at character {exc.start}") from None
     try:
         seed = _decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise SeedError(_explain_validation(str(exc), source)) from exc
     except msgspec.DecodeError as exc:
         raise SeedError(f"{source}: not valid JSON: {_explain_syntax(str(exc), raw)}") from exc
+    except RecursionError:
+        raise SeedError(f"{source}: not a seed: JSON nested too deeply") from None
     problems = list(_check(seed))
     if problems:
         path, problem = problems[0]

@@ -12,6 +12,7 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -43,6 +44,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     """The gateway's port (workers serve /healthz and /metrics on ``METRICS_PORT``)."""
     metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     """Port for a worker's /healthz and /metrics; 0 picks a free one."""
+    drain_seconds: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 0
+    """gateway: after SIGTERM, keep serving the live calls' media sockets until they end, at most this long, then
+    stop (0: close them at once). Keep the platform's kill delay (Railway ``drainingSeconds``) above it."""
     public_url: str = ""
     """The https base URL Twilio reaches (signatures are checked against it). Empty: derived from the request."""
     twilio_account_sid: str = ""
@@ -56,6 +60,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     """faster-whisper: a local CTranslate2 model folder (``model.bin``, ``config.json``, ``tokenizer.json``...)."""
     stt_vad: Literal["silero", "webrtc"] = "silero"
     """Voice activity detection: Silero (ONNX, robust to noise) or WebRTC's GMM VAD (cheapest)."""
+    stt_denoise: Literal["auto", "on", "off"] = "auto"
+    """Embedded recognizer: RNNoise noise suppression in front of the VAD and the decoder. ``auto`` turns it on for
+    a call while its line is measured noisy (noise floor at least -50 dBFS; a quiet line is heard unchanged and
+    costs nothing), ``on`` always (~0.9 ms CPU per 20 ms frame), ``off`` never."""
     tts_provider: Literal["espeak", "piper", "elevenlabs"] = "espeak"
     """Speech synthesis; piper and ElevenLabs fall back to espeak-ng on failure."""
     tts_voice_path: str = ""
@@ -80,6 +88,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     loaded into it at start. Empty: the embedded SQLite store from ``STORE_SEED``."""
     api_token: str = ""
     """When set, ``/calls`` requires ``Authorization: Bearer <API_TOKEN>``."""
+    database_url: str = ""
+    """PostgreSQL keeping the call records (``postgresql://user:password@host:port/db``). Empty: SQLite at
+    ``RECORDS_PATH``."""
+    records_path: str = ""
+    """The call records' SQLite file (WAL: every gateway replica of the machine may share it). Empty:
+    ``~/.local/share/voxcart/records.sqlite3``."""
     deepgram_api_key: str = ""
     deepgram_url: str = "wss://api.deepgram.com/v1/listen"
     deepgram_model: str = "nova-3"
@@ -134,6 +148,15 @@ def read_env_file(path: Path) -> dict[str, str]:
 _FIELDS = {f.encode_name: f for f in msgspec.structs.fields(Settings)}
 
 
+def _is_base_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number raises
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query and not parts.fragment
+
+
 def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
     """Build :class:`Settings` from ``environ`` (default ``os.environ``) over an optional ``.env`` file.
 
@@ -154,4 +177,6 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         raise SettingsError(f"{name}={got!r}: {message.split(' - at ')[0]}") from None
     if settings.env == "production" and not settings.twilio_auth_token:
         raise SettingsError("TWILIO_AUTH_TOKEN: required when ENV=production (webhook signatures)")
+    if settings.public_url and not _is_base_url(settings.public_url):  # here, not as a 500 at every webhook
+        raise SettingsError(f"PUBLIC_URL={settings.public_url!r}: expected https://host[:port][/prefix]")
     return settings

@@ -5,17 +5,22 @@ Invariants:
 - With ``TWILIO_AUTH_TOKEN`` set, every webhook and media-socket upgrade must carry a valid signature over the
   public URL Twilio used (``PUBLIC_URL``, else the forwarded proto/host); anything else gets 403.
 - One bad socket never affects another call: protocol errors close only that socket, with a logged reason.
+- A redeploy does not cut live calls: SIGTERM lets open media sockets finish, for up to ``DRAIN_SECONDS``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import socket
+import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from types import FrameType
+from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Header, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -24,7 +29,9 @@ from voxcart.common.bus import Bus, BusError, RedisBus, keys
 from voxcart.common.settings import Settings
 
 from .calls import CallRegistry
-from .records import get_record, list_records
+from .recorder import CallRecorder
+from .records_api import records_router
+from .records_store import RecordStore, RecordStoreError, open_record_store
 from .session import FRAMES_IN, CallSession
 from .twilio import media as tw
 from .twilio.connection import MediaConnection
@@ -33,7 +40,7 @@ from .twilio.rest import TwilioRest
 from .twilio.signature import SignatureError, parse_form, public_url, public_ws_url, verify_signature
 from .twilio.twiml import VoiceResponse
 
-__all__ = ["create_app", "serve"]
+__all__ = ["DrainingServer", "create_app", "listen_sockets", "serve"]
 
 log = logging.getLogger("voxcart.gateway.app")
 
@@ -42,18 +49,30 @@ AFTER_STREAM_PATH = "/twilio/after-stream"
 _MAX_FRAME = 64 * 1024
 
 
+_FORWARDED_SCHEMES = {"https": "https", "wss": "https", "http": "http", "ws": "http"}
+
+
 def _base_url(settings: Settings, scope: dict[str, Any], headers: Any) -> str:
+    """The public base URL Twilio used: ``PUBLIC_URL``, else rebuilt from the request as a TLS proxy forwards it.
+
+    Behind Railway's edge (and most proxies) the app sees plain http on an internal host; the first value of
+    ``X-Forwarded-Proto`` (``https``; a ``wss`` some proxies send on upgrades counts as ``https``) and of
+    ``X-Forwarded-Host`` (else ``Host``) give back the URL Twilio signed.
+    """
     if settings.public_url:
         return settings.public_url
-    proto = headers.get("x-forwarded-proto") or ("https" if scope.get("scheme") in ("https", "wss") else "http")
+    forwarded = (headers.get("x-forwarded-proto") or "").split(",")[0].strip().lower()
+    proto = _FORWARDED_SCHEMES.get(forwarded) or ("https" if scope.get("scheme") in ("https", "wss") else "http")
     host = headers.get("x-forwarded-host") or headers.get("host") or "localhost"
-    return f"{proto.split(',')[0].strip()}://{host.split(',')[0].strip()}"
+    return f"{proto}://{host.split(',')[0].strip()}"
 
 
-def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
-    """Build the gateway app; ``bus`` defaults to Redis at ``REDIS_URL``."""
+def create_app(settings: Settings, bus: Bus | None = None, records: RecordStore | None = None) -> FastAPI:
+    """Build the gateway app; ``bus`` defaults to Redis at ``REDIS_URL``, ``records`` to the store the settings name
+    (``DATABASE_URL``, else SQLite at ``RECORDS_PATH``; :class:`RecordStoreError` if it cannot be opened)."""
     the_bus: Bus = bus or RedisBus(settings.redis_dsn)
-    registry = CallRegistry(the_bus, block_ms=settings.xread_block_ms)
+    recorder = CallRecorder(the_bus, records if records is not None else open_record_store(settings))
+    registry = CallRegistry(the_bus, block_ms=settings.xread_block_ms, on_ended=recorder.call_ended)
     rest: TwilioRest | None = None
     if settings.twilio_account_sid and settings.twilio_auth_token:
         rest = TwilioRest(settings.twilio_account_sid, settings.twilio_auth_token, base_url=settings.twilio_api_base)
@@ -63,16 +82,19 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await registry.start()
+        recorder.start()
         try:
             yield
         finally:
             await registry.stop()
+            await recorder.close()
             if rest is not None:
                 await rest.aclose()
             await the_bus.close()
 
     app = FastAPI(title="voxcart gateway", lifespan=lifespan)
     app.state.registry = registry
+    app.state.recorder = recorder
 
     async def signed_form(request: Request) -> dict[str, str]:
         body = await request.body()
@@ -159,20 +181,7 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
         if settings.api_token and authorization != f"Bearer {settings.api_token}":
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    @app.get("/calls")
-    async def calls(
-        authorization: Annotated[str | None, Header()] = None, limit: int = 50, status: str | None = None
-    ) -> JSONResponse:
-        authorize(authorization)
-        return JSONResponse({"calls": await list_records(the_bus, max(1, min(limit, 500)), status)})
-
-    @app.get("/calls/{call_sid}")
-    async def call(call_sid: str, authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
-        authorize(authorization)
-        record = await get_record(the_bus, call_sid)
-        if record is None:
-            raise HTTPException(404, f"no call {call_sid!r}")
-        return JSONResponse(record)
+    app.include_router(records_router(the_bus, recorder.store, authorize))
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -205,9 +214,15 @@ async def _run_socket(
     reason = "caller hung up"
     try:
         while True:
-            frame = await websocket.receive_text()
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+            frame = message.get("text")
+            if frame is None:
+                size = len(message.get("bytes") or b"")
+                raise MediaProtocolError(f"binary frame of {size} bytes (Media Streams frames are JSON text)")
             if len(frame) > _MAX_FRAME:
-                raise MediaProtocolError(f"frame of {len(frame)} bytes exceeds {_MAX_FRAME}")
+                raise MediaProtocolError(f"frame of {len(frame)} characters exceeds {_MAX_FRAME}")
             msg = conn.receive(frame)
             if msg is None:
                 continue
@@ -260,7 +275,8 @@ async def _run_socket(
         reason = "protocol error"
         log.warning("closing a media socket: %s", exc, extra={"call_sid": conn.call_sid or ""})
         with contextlib.suppress(Exception):
-            await websocket.close(code=1003, reason=str(exc)[:120])
+            # a close reason is at most 123 bytes of UTF-8
+            await websocket.close(code=1003, reason=str(exc).encode()[:120].decode("utf-8", "ignore"))
     finally:
         if session is not None:
             if session.ending is not None and reason != "protocol error":
@@ -268,10 +284,56 @@ async def _run_socket(
             await registry.detach(session, reason)
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn, except that the first SIGTERM lets the live calls finish before the server stops.
+
+    Told to stop, uvicorn closes every open websocket at once (code 1012): on a redeploy that would cut every call
+    in progress. Here SIGTERM starts a drain instead: HTTP is still served and live media sockets carry on until
+    the last call ends or ``drain_s`` has passed, then uvicorn's own shutdown runs. A second SIGTERM or any SIGINT
+    stops at once. The platform sends new calls to the new deployment meanwhile.
+
+    Args:
+        config: the uvicorn configuration.
+        registry: the gateway's live calls (:attr:`CallRegistry.sessions`).
+        drain_s: the longest the drain may last; 0 stops at once, as plain uvicorn does.
+    """
+
+    def __init__(self, config: uvicorn.Config, registry: CallRegistry, drain_s: float) -> None:
+        super().__init__(config)
+        self._registry = registry
+        self._drain_s = drain_s
+        self.drain_deadline: float | None = None
+        """``time.monotonic()`` by which the drain ends; None until SIGTERM."""
+        self._drain_logged = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and self.drain_deadline is None and self._drain_s > 0:
+            self.drain_deadline = time.monotonic() + self._drain_s  # a signal handler: no logging here
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_deadline is not None and not self.should_exit:
+            live = len(self._registry.sessions)
+            if not self._drain_logged:
+                self._drain_logged = True
+                log.info("SIGTERM: draining %d live calls (at most %.0f s)", live, self._drain_s)
+            if live == 0 or time.monotonic() >= self.drain_deadline:
+                if live:
+                    log.warning("drain time is up: closing %d live calls", live)
+                self.should_exit = True
+        return await super().on_tick(counter)
+
+
 def serve(settings: Settings) -> None:
-    """Run the gateway with uvicorn on ``HOST``:``PORT`` (``voxcart serve gateway``)."""
-    uvicorn.run(
-        create_app(settings),
+    """Run the gateway with uvicorn on ``HOST``:``PORT`` (``voxcart serve gateway``); SIGTERM drains the live
+    calls for up to ``DRAIN_SECONDS`` first (see :class:`DrainingServer`)."""
+    try:
+        app = create_app(settings)
+    except RecordStoreError as exc:
+        raise SystemExit(f"voxcart gateway: call records: {exc}") from None
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -280,3 +342,15 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=30,
         lifespan="on",
     )
+    DrainingServer(config, app.state.registry, settings.drain_seconds).run(
+        sockets=listen_sockets(settings.host, settings.port)
+    )
+
+
+def listen_sockets(host: str, port: int) -> list[socket.socket] | None:
+    """The socket to serve on for ``HOST`` ``::``: one dual-stack socket, so IPv4 (a container's HEALTHCHECK on
+    127.0.0.1, a proxy on IPv4) and IPv6 (Railway's private network) both reach the gateway; asyncio would make
+    ``::`` IPv6-only. None for any other host: uvicorn binds it itself."""
+    if host != "::":
+        return None
+    return [socket.create_server(("::", port), family=socket.AF_INET6, dualstack_ipv6=True)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from voxcart.common import events as ev
 from voxcart.common.bus import Bus, BusError, Output, keys
@@ -28,8 +29,10 @@ log = logging.getLogger("voxcart.gateway.calls")
 class CallRegistry:
     """Live calls of this gateway process and their bus plumbing."""
 
-    def __init__(self, bus: Bus, block_ms: int = 50) -> None:
+    def __init__(self, bus: Bus, block_ms: int = 50, on_ended: Callable[[str], None] | None = None) -> None:
         self.bus = bus
+        self.on_ended = on_ended
+        """Called with the CallSid once a call's end is on the bus (the call records hook)."""
         self.writer = Writer(bus, ttl_ms=keys.CALL_TTL_MS)
         self.sessions: dict[str, CallSession] = {}
         self._block_ms = block_ms
@@ -97,6 +100,8 @@ class CallRegistry:
             await self.bus.expire(keys.per_call_keys(sid), keys.ENDED_CALL_TTL_MS)
         except BusError as exc:
             log.error("could not record the end of a call: %s", exc, extra={"call_sid": sid})
+        if self.on_ended is not None:
+            self.on_ended(sid)
         for stream in (session.audio_in, session.events):
             self.writer.forget(stream)
 

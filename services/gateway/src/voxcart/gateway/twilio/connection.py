@@ -9,6 +9,8 @@ Invariants:
 - Every message after ``start`` must carry the ``streamSid`` of that ``start`` (else ``MediaProtocolError``).
 - Sequence numbers should run 1, 2, 3 …: a jump counts the missing numbers in ``seq_gaps``; a number not above
   the last one is a duplicate, counted in ``seq_duplicates`` and dropped (``receive`` returns ``None``).
+- A frame that :meth:`MediaConnection.receive` refuses changes nothing (state, sids, counters), except that a
+  dropped duplicate is counted.
 - Marks: a mark is *outstanding* from :meth:`MediaConnection.mark_frame` until its echo. :meth:`clear_frame`
   turns every outstanding mark into a *cleared* one; the echo of a cleared mark means "not played" (Twilio
   echoes them at once on ``clear``), the echo of any other outstanding mark means "played".
@@ -124,12 +126,7 @@ class MediaConnection:
         if seq <= self.last_seq:
             self.seq_duplicates += 1
             return None
-        self.seq_gaps += seq - self.last_seq - 1
-        self.last_seq = seq
-        if isinstance(msg, Media):
-            self.media_frames += 1
-            self.last_chunk = max(self.last_chunk, msg.media.chunk)
-        elif isinstance(msg, Start):
+        if isinstance(msg, Start):  # checked before any bookkeeping: a refused start leaves no trace
             if self.state is not SocketState.CONNECTED:
                 raise IllegalTransition(f"media socket in state {self.state.name} cannot take a 'start' message")
             info = msg.start
@@ -137,6 +134,13 @@ class MediaConnection:
                 raise MediaProtocolError(f"start names two streams: {msg.stream_sid!r} and {info.stream_sid!r}")
             if info.media_format != _EXPECTED_FORMAT:
                 raise MediaProtocolError(f"unsupported media format {info.media_format}; need μ-law 8000 Hz mono")
+        self.seq_gaps += seq - self.last_seq - 1
+        self.last_seq = seq
+        if isinstance(msg, Media):
+            self.media_frames += 1
+            self.last_chunk = max(self.last_chunk, msg.media.chunk)
+        elif isinstance(msg, Start):
+            info = msg.start
             self._move(SocketState.STARTED, "a 'start' message")
             self.stream_sid, self.call_sid, self.account_sid = info.stream_sid, info.call_sid, info.account_sid
             self.custom_parameters = dict(info.custom_parameters)

@@ -6,6 +6,9 @@ Invariants:
 - Anything that is not a well-formed message of a known event, or that names another stream than the one
   expected, raises :class:`MediaProtocolError` (Twilio's warning 31951 in the other direction) with a message
   naming the problem, its JSON path and the start of the frame. Unknown *fields* are ignored: Twilio may add some.
+  No other exception escapes :func:`decode_frame`, whatever the frame (nesting too deep, lone surrogates...).
+- Counters are at most 2**63 - 1 (they become Redis stream ids and msgpack ints); a ``start``'s ``callSid`` is
+  ``CA`` and letters/digits, as the voice webhook requires (it goes inside the ``{...}`` of Redis keys).
 - Outbound frames carry the stream's ``streamSid`` and raw μ-law (no header), base64-encoded.
 """
 
@@ -37,8 +40,9 @@ __all__ = [
     "encode_media",
 ]
 
-_Counter = Annotated[int, msgspec.Meta(ge=0)]
+_Counter = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 _Sid = Annotated[str, msgspec.Meta(min_length=1)]
+_CallSid = Annotated[str, msgspec.Meta(pattern="^CA[0-9A-Za-z]{1,62}$")]
 
 
 class MediaProtocolError(ValueError):
@@ -70,7 +74,7 @@ class MediaFormat(_Info, frozen=True):
 class StartInfo(_Info, frozen=True):
     stream_sid: _Sid
     account_sid: _Sid
-    call_sid: _Sid
+    call_sid: _CallSid
     tracks: list[str]
     media_format: MediaFormat
     custom_parameters: dict[str, str] = {}
@@ -138,13 +142,14 @@ _decoder: msgspec.json.Decoder[InboundMessage] = msgspec.json.Decoder(InboundMes
 
 def _excerpt(frame: str | bytes) -> str:
     text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
-    return text[:80] + ("…" if len(text) > 80 else "")
+    head = text[:80].encode("utf-8", "backslashreplace").decode("utf-8")
+    return head + ("…" if len(text) > 80 else "")
 
 
 def _event_name(frame: str | bytes) -> str:
     try:
         raw = msgspec.json.decode(frame)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError, UnicodeEncodeError):
         return "?"
     return repr(raw.get("event")) if isinstance(raw, dict) else f"non-object ({type(raw).__name__})"
 
@@ -175,6 +180,12 @@ def decode_frame(frame: str | bytes, stream_sid: str | None = None) -> InboundMe
         raise MediaProtocolError(f"invalid Media Streams message: {reason}; frame: {_excerpt(frame)}") from None
     except msgspec.DecodeError as exc:
         raise MediaProtocolError(f"malformed JSON in Media Streams frame: {exc}; frame: {_excerpt(frame)}") from None
+    except RecursionError:
+        raise MediaProtocolError(f"Media Streams frame nested too deeply; frame: {_excerpt(frame)}") from None
+    except UnicodeEncodeError as exc:
+        raise MediaProtocolError(
+            f"Media Streams frame is not valid text ({exc.reason}); frame: {_excerpt(frame)}"
+        ) from None
     if stream_sid is not None and not isinstance(msg, Connected) and msg.stream_sid != stream_sid:
         raise MediaProtocolError(
             f"{type(msg).__name__.lower()} message #{msg.sequence_number} names stream {msg.stream_sid!r}, "
