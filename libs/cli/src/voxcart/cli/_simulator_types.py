@@ -1,4 +1,5 @@
-"""The simulator's values: caller items (:class:`Line`, :class:`Dtmf`), its config, and what a call observed.
+"""The simulator's values: caller items (:class:`Line`, :class:`Dtmf`, :class:`Overlap`, :class:`Pause`), its config,
+and what a call observed (per turn, and message by message in :attr:`CallResult.wire`).
 
 Invariants: everything here is plain data with no I/O except :meth:`CallResult.save_wav`; ``caller_track`` and
 ``agent_track`` each grow by exactly one 20 ms frame per tick of a stream (see ``_simulator_stream``), so the WAV's
@@ -16,7 +17,24 @@ import numpy as np
 
 from voxcart.common.audio import SAMPLE_RATE, ulaw_to_pcm16
 
-__all__ = ["CallResult", "Dtmf", "Line", "SimulatorConfig", "SimulatorError", "TurnResult"]
+__all__ = [
+    "OVERLAP_KINDS",
+    "CallResult",
+    "Dtmf",
+    "Line",
+    "Overlap",
+    "OverlapKind",
+    "Pause",
+    "SimulatorConfig",
+    "SimulatorError",
+    "TurnKind",
+    "TurnResult",
+    "WireEvent",
+]
+
+OverlapKind = Literal["interruption", "backchannel", "noise"]
+OVERLAP_KINDS: tuple[OverlapKind, ...] = ("interruption", "backchannel", "noise")
+TurnKind = Literal["greeting", "speech", "dtmf", "pause", "interruption", "backchannel", "noise"]
 
 
 class SimulatorError(RuntimeError):
@@ -42,6 +60,63 @@ class Dtmf:
         bad = [d for d in self.digits if d not in "0123456789*#"]
         if not self.digits or bad:
             raise ValueError(f"Dtmf digits must be 0-9, * or #; got {self.digits!r}")
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Caller audio that starts while the agent is speaking: ``at_ms`` after the caller first *heard* the agent's
+    reply to the previous item (or the greeting), whether or not that reply is still playing then.
+
+    ``kind`` says what the caller means: a real ``interruption`` (the agent should stop), or a ``backchannel``
+    ("uh huh") or ``noise`` burst (the agent should go on). After it the caller waits until the agent has been
+    quiet for ``SimulatorConfig.settle_s``.
+    """
+
+    audio: bytes
+    kind: OverlapKind
+    at_ms: float
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in OVERLAP_KINDS:
+            raise ValueError(f"Overlap kind must be one of {OVERLAP_KINDS}; got {self.kind!r}")
+        if not self.at_ms >= 0:
+            raise ValueError(f"Overlap at_ms must be >= 0; got {self.at_ms!r}")
+        if not self.audio:
+            raise ValueError("Overlap audio is empty")
+
+
+@dataclass(frozen=True)
+class Pause:
+    """The caller stays silent for ``seconds`` after the agent's reply has played (then waits as after a line)."""
+
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if not 0 < self.seconds <= 600:
+            raise ValueError(f"Pause seconds must be in (0, 600]; got {self.seconds!r}")
+
+
+@dataclass(frozen=True)
+class WireEvent:
+    """One websocket message as the simulator saw it, on the simulator's clock (seconds from the first stream's
+    start).
+
+    ``kind``: ``media`` (agent audio received; ``nbytes``, ``voiced``), ``mark`` (a mark received from the gateway;
+    ``name``), ``clear`` (received), ``echo`` (a mark echoed back; ``cleared`` when echoed because of a clear),
+    ``voice_start``/``voice_end`` (the first/last voiced frame of caller item ``turn`` sent; an item with no voiced
+    frame, like a pause, has only a ``voice_end``, at its last frame). A ``clear``'s ``nbytes``
+    is the queued audio it dropped.
+    """
+
+    t: float
+    kind: Literal["media", "mark", "clear", "echo", "voice_start", "voice_end"]
+    name: str = ""
+    nbytes: int = 0
+    voiced: bool = False
+    cleared: bool = False
+    turn: int = -1
+    """The simulator's turn index (``CallResult.turns``) current when the message was seen."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +148,9 @@ class SimulatorConfig:
     max_reconnects: int = 2
     """New ``<Connect><Stream>`` answers followed after the first stream (the gateway should cap them itself)."""
     http_timeout_s: float = 15.0
+    settle_s: float = 2.0
+    """After an :class:`Overlap` or :class:`Pause`: agent quiet (nothing queued, nothing voiced played or received)
+    this long before the caller goes on (capped by ``reply_timeout_s``)."""
 
 
 @dataclass
@@ -81,8 +159,10 @@ class TurnResult:
     the start of the first stream."""
 
     index: int
-    kind: Literal["greeting", "speech", "dtmf"]
+    kind: TurnKind
     caller: str = ""
+    voice_start_s: float | None = None
+    """When the caller's first voiced frame of this item was sent."""
     caller_end_s: float | None = None
     """When the caller's last voiced frame (or last digit) was sent."""
     latency_s: float | None = None
@@ -94,6 +174,10 @@ class TurnResult:
     """From the gateway's call record, when it could be fetched."""
     timed_out: bool = False
     clears: int = 0
+    heard_start_s: float | None = None
+    """When the first voiced agent frame received during this turn was played to the caller."""
+    overlapped: bool | None = None
+    """:class:`Overlap` items: the agent's audio was playing when the caller's first voiced frame was sent."""
 
 
 @dataclass
@@ -111,6 +195,10 @@ class CallResult:
     duration_s: float = 0.0
     marks_played: int = 0
     marks_cleared: int = 0
+    cleared_bytes: int = 0
+    """Queued agent audio dropped, unplayed, by ``clear``."""
+    wire: list[WireEvent] = field(default_factory=list)
+    """Every media/mark/clear received, every mark echoed, and the caller items' voice start/end, in order."""
     errors: list[str] = field(default_factory=list)
     """Protocol problems Twilio would log as warnings (31950 binary frame, 31951 bad message, …)."""
     record: dict[str, Any] | None = None

@@ -1,4 +1,4 @@
-"""The ``voxcart`` command: ``up``, ``serve``, ``call``, ``chat``, ``demo``, ``bench speech``."""
+"""The ``voxcart`` command: ``up``, ``serve``, ``call``, ``chat``, ``demo``, ``bench speech``, ``bench bargein``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import asyncio
 import sys
 import time
 
-from voxcart.common.logs import setup_logging
 from voxcart.common.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
@@ -21,21 +20,16 @@ def _settings() -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _settings()
-    setup_logging(settings.log_level, settings.log_format, args.service)
+    """The same as ``python -m voxcart.<service>`` (what each service's image runs without this CLI)."""
     if args.service == "gateway":
-        from voxcart.gateway.app import serve
-
-        serve(settings)
-        return 0
-    if args.service == "stt":
-        from voxcart.stt.app import run
+        from voxcart.gateway.__main__ import main as serve_service
+    elif args.service == "stt":
+        from voxcart.stt.__main__ import main as serve_service
     elif args.service == "brain":
-        from voxcart.brain.app import run
+        from voxcart.brain.__main__ import main as serve_service
     else:
-        from voxcart.tts.app import run
-    asyncio.run(run(settings))
-    return 0
+        from voxcart.tts.__main__ import main as serve_service
+    return serve_service()
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -115,6 +109,20 @@ def cmd_bench_speech(args: argparse.Namespace) -> int:
     return bench_speech(args.json, quick=args.quick, repeat=args.repeat)
 
 
+def cmd_bench_bargein(args: argparse.Namespace) -> int:
+    from .bench.bargein import main as bench_bargein
+
+    return bench_bargein(
+        _settings(),
+        calls=args.calls,
+        quick=args.quick,
+        gateway_url=args.gateway_url,
+        concurrency=args.concurrency,
+        json_path=args.json,
+        log_path=args.log,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voxcart", description="An open-source voice agent for shops.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -176,6 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeat", type=int, default=1, metavar="N", help="speak each in-domain sentence N times (1..10), varied"
     )
     speech.set_defaults(func=cmd_bench_speech)
+    bargein = bench_sub.add_parser(
+        "bargein",
+        help="barge-in through the real protocol: reaction time, stale audio, missed and false interruptions",
+        description="Scripted calls talk over the agent (interruptions early/mid/late in replies, backchannels, "
+        "noise bursts, long pauses) through the Twilio protocol against the stack (started here unless "
+        "--gateway-url is given). Prints a table beside issue 5's targets; --json writes everything.",
+    )
+    bargein.add_argument("--calls", type=int, default=15, metavar="N", help="scripted calls (4 interruptions each)")
+    bargein.add_argument("--quick", action="store_true", help="one short call: 2 interruptions, 1 backchannel, 1 noise")
+    bargein.add_argument("--json", metavar="FILE", default=None, help="also write the full result as JSON")
+    bargein.add_argument("--gateway-url", default=None, help="a running gateway to call instead of starting the stack")
+    bargein.add_argument("--concurrency", type=int, default=2, metavar="N", help="calls at a time (default 2)")
+    bargein.add_argument("--log", default="voxcart-bench-bargein.log", help="where the started stack's logs go")
+    bargein.set_defaults(func=cmd_bench_bargein)
     return parser
 
 

@@ -15,7 +15,8 @@ all re-exported here.
 Invariants: these modules share no code with the gateway's Twilio package (an independent implementation, so a
 codec bug cannot cancel itself out); both tracks grow by exactly one 20 ms frame per tick, so they stay aligned
 in :meth:`CallResult.save_wav`; a caller line starts only when the agent's audio has played and
-``agent_silence_s`` of silence has followed it (or the reply timed out).
+``agent_silence_s`` of silence has followed it (or the reply timed out), an :class:`Overlap` while it plays;
+every websocket message is timed in :attr:`CallResult.wire` (the barge-in bench's raw data).
 """
 
 from __future__ import annotations
@@ -32,15 +33,30 @@ import httpx
 
 from ._simulator_stream import TICK as TICK  # kept importable from here, as before the split
 from ._simulator_stream import MediaStream, sign
-from ._simulator_types import CallResult, Dtmf, Line, SimulatorConfig, SimulatorError, TurnResult
+from ._simulator_types import (
+    CallResult,
+    Dtmf,
+    Line,
+    Overlap,
+    OverlapKind,
+    Pause,
+    SimulatorConfig,
+    SimulatorError,
+    TurnResult,
+    WireEvent,
+)
 
 __all__ = [
     "CallResult",
     "Dtmf",
     "Line",
+    "Overlap",
+    "OverlapKind",
+    "Pause",
     "SimulatorConfig",
     "SimulatorError",
     "TurnResult",
+    "WireEvent",
     "lines_from_text",
     "simulate_call",
 ]
@@ -57,13 +73,17 @@ def _parse_twiml(text: str) -> ET.Element:
 
 
 class _Call:
-    def __init__(self, cfg: SimulatorConfig, items: Sequence[Line | Dtmf | bytes], transport: Any) -> None:
+    def __init__(
+        self, cfg: SimulatorConfig, items: Sequence[Line | Dtmf | Overlap | Pause | bytes], transport: Any
+    ) -> None:
         self.cfg, self.items, self.next_item = cfg, [Line(i) if isinstance(i, bytes) else i for i in items], 0
         self.public = (cfg.public_url or cfg.gateway_url).rstrip("/")
         self.http = httpx.AsyncClient(timeout=cfg.http_timeout_s, transport=transport)
         self.res = CallResult(call_sid="CA" + secrets.token_hex(16))
         self.loop = asyncio.get_running_loop()
         self.t0: float | None = None
+        self.t0_wall = 0.0
+        """Epoch seconds at ``t0`` (to place the call record's times on the simulator's clock)."""
 
     def now_s(self) -> float:
         return self.loop.time() - (self.t0 if self.t0 is not None else self.loop.time())
@@ -159,7 +179,9 @@ class _Call:
             self.res.record = r.json() if r.status_code == 200 else None
         except (httpx.HTTPError, ValueError) as exc:
             self.res.errors.append(f"call record not available: {exc}")
-        # agent texts before the first caller turn belong to the greeting, then to the k-th caller turn
+        # agent texts before the first caller turn belong to the greeting, then to the k-th caller turn; a caller
+        # turn that carries its first voiced frame's arrival (epoch ms) goes to the item whose voice started
+        # nearest to it instead (items that were never transcribed, like a cough, then shift nothing)
         targets = [self.res.turns[0]] + [t for t in self.res.turns if t.kind != "greeting"] if self.res.turns else []
         turns = self.res.record.get("turns", []) if isinstance(self.res.record, dict) else []
         idx = 0
@@ -167,14 +189,24 @@ class _Call:
             if not isinstance(rec, dict):
                 continue
             if rec.get("speaker") == "caller":
-                idx += 1
+                idx = self._caller_target(rec.get("started_ms", rec.get("started")), targets, idx + 1)
             elif rec.get("speaker") == "agent" and idx < len(targets) and rec.get("text"):
                 targets[idx].agent_text = f"{targets[idx].agent_text} {rec['text']}".strip()
+
+    def _caller_target(self, started: object, targets: Sequence[TurnResult], fallback: int) -> int:
+        """The index in ``targets`` of the item a caller record (first voiced arrival ``started``, epoch ms)
+        belongs to: the voiced item starting nearest it, within 2 s; else ``fallback``."""
+        if not isinstance(started, int | float) or started <= 0 or not self.t0_wall:
+            return fallback
+        at = started / 1000 - self.t0_wall
+        near = [(abs(t.voice_start_s - at), i) for i, t in enumerate(targets) if i and t.voice_start_s is not None]
+        best = min(near, default=None)
+        return best[1] if best is not None and best[0] <= 2.0 else fallback
 
 
 async def simulate_call(
     config: SimulatorConfig,
-    items: Sequence[Line | Dtmf | bytes],
+    items: Sequence[Line | Dtmf | Overlap | Pause | bytes],
     *,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> CallResult:
@@ -182,8 +214,10 @@ async def simulate_call(
 
     Args:
         config: where the gateway is, the auth token, and caller behaviour.
-        items: what the caller does, in order: :class:`Line` (μ-law audio, plus text), raw μ-law ``bytes``, or
-            :class:`Dtmf`. The caller waits for the greeting first, and for each reply before the next item.
+        items: what the caller does, in order: :class:`Line` (μ-law audio, plus text), raw μ-law ``bytes``,
+            :class:`Dtmf`, :class:`Pause` (silence), or :class:`Overlap` (audio over the agent's reply). The caller
+            waits for the greeting first, and for each reply before the next item; an ``Overlap`` starts ``at_ms``
+            after the previous item's reply was first heard, while it plays.
         transport: optional httpx transport for the webhooks (tests); the websocket always uses a real socket.
 
     Raises:
