@@ -55,7 +55,7 @@ def test_change_address_before_shipping(seed: Seed, store: SqliteStore, convo: C
     order = _orders(seed, "processing")[0]
     convo.start(_phone(seed, order))
     ask = convo.say(f"i need to change the shipping address on order {spell_digits(order.number)}")
-    assert ask.intent == "change_address" and ask.expect == "free"
+    assert ask.intent == "change_address" and ask.expect == "address"
     assert "hasn't shipped yet" in ask.text and "ZIP code" in ask.text
     readback = convo.say(f"my new address is {ADDRESS}")
     assert readback.sentences == [f"I have {ADDRESS_SAID}.", "Is that right?"] and readback.expect == "yes_no"
@@ -91,7 +91,7 @@ def test_unusable_or_rejected_addresses_offer_a_person(seed: Seed, store: Sqlite
     convo.start(_phone(seed, order))
     convo.say(f"i want to change the delivery address of order {spell_digits(order.number)}")
     again = convo.say("um the usual place")
-    assert "didn't get the whole address" in again.text and again.expect == "free"
+    assert "didn't get the whole address" in again.text and again.expect == "address"
     convo.say(ADDRESS)
     offer = convo.say("no")
     assert "couldn't get the address right" in offer.text and "transfer" in offer.text
@@ -155,7 +155,7 @@ def test_zip_verifies_then_address_changes(seed: Seed, store: SqliteStore, convo
     convo.start(STRANGER)
     convo.say(f"change the address for order {spell_digits(order.number)}")
     ask = convo.say(spell_digits(_customer(seed, order).zip or ""))
-    assert ask.sentences[0] == "Thank you, that matches." and ask.expect == "free"
+    assert ask.sentences[0] == "Thank you, that matches." and ask.expect == "address"
     convo.say(ADDRESS)
     convo.say("yes")
     assert len(store.address_changes(order.number)) == 1

@@ -253,3 +253,41 @@ async def test_gw_empty_last_chunk_still_marks_the_turn() -> None:
         assert [len(p) for _, p in wire.media()] == [320, 320]  # default 40 ms frames
         assert pacer.on_mark_echo("t7-s0") is True
         assert await pacer.wait_played(7) is True
+
+
+async def test_gw_pause_holds_the_turn_and_resume_sends_on_from_the_same_byte() -> None:
+    clock = FakeClock()
+    wire = Wire(clock)
+    async with Pacer(started_conn(), wire.send, clock=clock, frame_ms=20) as pacer:
+        body = bytes(range(256)) * 8  # 2048 bytes = 256 ms, every frame different
+        pacer.push(1, 0, body, last_in_turn=True)
+        await clock.advance(0.1)
+        pacer.pause(1)
+        sent = len(wire.media())
+        await clock.advance(1.0)
+        assert len(wire.media()) == sent and pacer.paused  # nothing more of turn 1 while paused
+        assert pacer.queued_bytes == len(body) - sent * 160
+        pacer.resume(1)
+        await clock.advance(1.0)
+    assert b"".join(p for _, p in wire.media()) == body  # not a byte lost or repeated
+    assert wire.events()[-1] == "t1-s0" and "clear" not in wire.events()
+    assert pacer.underruns == 0 and pacer.pauses == 1 and not pacer.paused
+
+
+async def test_gw_pause_never_holds_a_later_turn_and_clear_ends_it() -> None:
+    clock = FakeClock()
+    wire = Wire(clock)
+    async with Pacer(started_conn(), wire.send, clock=clock, frame_ms=20) as pacer:
+        pacer.push(1, 0, audio(400), last_in_turn=True)
+        await clock.advance(0.1)
+        pacer.pause(1)
+        await clock.advance(0.5)
+        held = len(wire.media())
+        await pacer.clear(1)
+        assert not pacer.paused and pacer.queued_bytes == 0
+        pacer.push(2, 0, audio(100), last_in_turn=True)
+        await clock.advance(0.5)
+        pacer.pause(1)  # a stale pause of a cleared turn holds nothing
+        assert not pacer.paused
+    after = wire.events()[wire.events().index("clear") + 1 :]
+    assert after == ["media"] * 5 + ["t2-s0"] and len(wire.media()) == held + 5

@@ -89,6 +89,15 @@ def test_caller_pronunciations_win() -> None:
     assert lm.skipped == ()
 
 
+def test_forty_and_eighty_also_have_the_flapped_t() -> None:
+    """Recorded "forty" and "eighty" decode as "fourteen" and "eighteen" with cmudict's "T IY" alone."""
+    lm = build_domain_lm(["size 40 or 80", "size 30"])
+    assert lm.pronunciations["forty"] == ("F AO R T IY", "F AO R D IY")
+    assert lm.pronunciations["eighty"] == ("EY T IY", "EY D IY")
+    assert "\nforty(2) F AO R D IY\n" in lm.dictionary_text()
+    assert lm.pronunciations["thirty"] == ("TH ER D IY", "TH ER T IY")  # cmudict's own
+
+
 def test_deterministic() -> None:
     samples = ["where is my order", "i want to return my shoes", "goodbye"]
     a, b = build_domain_lm(samples, ["hoodie"]), build_domain_lm(list(samples), ["hoodie"])

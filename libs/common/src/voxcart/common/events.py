@@ -34,7 +34,11 @@ __all__ = [
     "Hangup",
     "Listen",
     "Mark",
+    "Pause",
+    "Resume",
     "Say",
+    "SpeechEnded",
+    "SpeechProgress",
     "SpeechStarted",
     "StreamReconnected",
     "TranscriptFinal",
@@ -48,8 +52,9 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 
-Expect = Literal["free", "digits", "yes_no", "product"]
-"""What the brain expects the caller to say next; recognizers narrow their search to it."""
+Expect = Literal["free", "digits", "yes_no", "product", "address"]
+"""What the brain expects the caller to say next; recognizers narrow their search to it (``"address"`` searches
+the open domain but waits longer for the end of the caller's turn)."""
 
 
 def now_ms() -> float:
@@ -111,6 +116,27 @@ class SpeechStarted(_Base, frozen=True, kw_only=True, tag="speech.started"):
     utterance_id: str
     first_voiced_arrived: float
     """Gateway arrival time of the first voiced frame (epoch ms)."""
+
+
+class SpeechProgress(_Base, frozen=True, kw_only=True, tag="speech.progress"):
+    """The caller has kept speaking: sent at fixed amounts of voiced audio (e.g. 200, 400, 600 ms) of an utterance,
+    so brain can tell an interruption from a cough or a backchannel while the caller is still talking."""
+
+    utterance_id: str
+    first_voiced_arrived: float
+    voiced_ms: float
+    """Voiced audio in the utterance so far."""
+    prob: float
+    """Mean speech probability of those voiced frames (0..1)."""
+    text: str = ""
+    """The recognizer's words so far ("" when it has none yet, or the provider gives none this early)."""
+
+
+class SpeechEnded(_Base, frozen=True, kw_only=True, tag="speech.ended"):
+    """An onset (``speech.started``) ended without words: noise, a cough, a door; no final follows it."""
+
+    utterance_id: str
+    voiced_ms: float = 0.0
 
 
 class TranscriptPartial(_Base, frozen=True, kw_only=True, tag="transcript.partial"):
@@ -204,6 +230,22 @@ class Clear(_Base, frozen=True, kw_only=True, tag="clear"):
     """First voiced frame of the interruption, for barge-in reaction time."""
 
 
+class Pause(_Base, frozen=True, kw_only=True, tag="pause"):
+    """Stop sending audio of turns up to ``turn_no`` but keep it (the caller may be interrupting): a
+    :class:`Resume` sends it on from where it stopped, a :class:`Clear` drops it. The gateway resumes by itself
+    if neither comes within a few seconds."""
+
+    turn_no: int
+    voiced_arrived: float = 0.0
+    """First voiced frame of the onset that paused the agent."""
+
+
+class Resume(_Base, frozen=True, kw_only=True, tag="resume"):
+    """The onset that paused turns up to ``turn_no`` was not an interruption: send their audio on."""
+
+    turn_no: int
+
+
 class Hangup(_Base, frozen=True, kw_only=True, tag="hangup"):
     """Hang up once turn ``after_turn`` has fully played (its last mark echoed)."""
 
@@ -254,6 +296,8 @@ Event = (
     | CallResumed
     | AudioFrame
     | SpeechStarted
+    | SpeechProgress
+    | SpeechEnded
     | TranscriptPartial
     | TranscriptFinal
     | Dtmf
@@ -263,6 +307,8 @@ Event = (
     | Cancel
     | AudioChunk
     | Clear
+    | Pause
+    | Resume
     | Hangup
     | Transfer
     | Listen

@@ -8,6 +8,15 @@ Invariants:
 - Turn numbers are allocated from the state; a reply's ``say`` sentences go out in one commit, first sentence
   first, and tts renders them as they arrive.
 - Timers (DTMF entry, silence re-prompt) act under the same lock as entries, so they never interleave.
+- Barge-in (rules mode) follows ``turntaking``: a caller onset while the agent speaks pauses its audio at the
+  gateway (``pause``, reversible); sustained speech or a real final cuts the turn (``cancel`` to tts, ``clear`` to
+  the gateway) once; a backchannel final or an onset that ends without words resumes it (``resume``) and is not
+  answered, except during the last sentence of a turn that asks something (there "yeah" is the answer). The
+  turn-taking state is committed with the rest, so a takeover continues it.
+- A final that continues the previous one (the caller paused mid-sentence, the reply to the first half was cut
+  before any of it played) is merged: the dialog goes back to before the first half and answers both as one.
+- What the caller heard: marks echoed as played move ``heard`` (turn, sentence); when a turn is cut, the
+  dialog's memory of it (``last_sentences``, what "repeat" says) keeps the sentences heard plus the cut one.
 - LLM mode (an :class:`~voxcart.brain.llm.LlmAgent`): a final's barge-in and caller record are committed at
   once, then each sentence as the model completes it (the first alone, later ones one behind so the last can
   be flagged ``last``), each commit carrying the state (``speaking``: the turn and the sentences said) but not
@@ -34,8 +43,9 @@ from voxcart.common.worker import CallContext
 
 from .dialog import Dialog, DialogState, Reply
 from .llm import Done, LlmAgent, LlmMemory, Sentence
+from .turntaking import Barge, Policy, heard_and_cut, on_final, on_onset, on_progress, remember_noise
 
-__all__ = ["BrainHandler", "BrainState", "Speaking"]
+__all__ = ["BrainHandler", "BrainState", "LastFinal", "Speaking"]
 
 log = logging.getLogger("voxcart.brain.worker")
 
@@ -47,6 +57,9 @@ DTMF_TIMEOUT_S = 2.0
 """Keyed digits without '#' are taken as complete after this pause."""
 SILENCE_TIMEOUT_S = 8.0
 """After the agent's turn has played, this much caller silence triggers a re-prompt."""
+MERGE_WINDOW_MS = 1500.0
+"""Speech that starts within this long after a final, and cuts its reply before any of it was heard, continues
+that final: both are answered as one."""
 
 
 class Speaking(msgspec.Struct, kw_only=True):
@@ -58,6 +71,18 @@ class Speaking(msgspec.Struct, kw_only=True):
     """The turn its sentences go out in; 0 until the first sentence."""
     said: list[str] = msgspec.field(default_factory=list)
     """Sentences already committed, in order (``seq`` = index)."""
+
+
+class LastFinal(msgspec.Struct, kw_only=True):
+    """The caller's last answered final, kept to merge a continuation into it (see ``BrainHandler._merged``)."""
+
+    text: str
+    confidence: float
+    last_voiced: float
+    turn_no: int
+    """The turn that answered it (0: nothing was said)."""
+    dialog: DialogState
+    """The dialog as it was before that answer."""
 
 
 class BrainState(msgspec.Struct, kw_only=True):
@@ -77,17 +102,38 @@ class BrainState(msgspec.Struct, kw_only=True):
     """LLM mode's chat history and guard counters (empty in rules mode)."""
     speaking: Speaking | None = None
     """LLM mode: the reply in progress (committed in parts), None between turns."""
+    heard_turn: int = 0
+    heard_seq: int = -1
+    """The last sentence (of turn ``heard_turn``) whose mark echoed as played."""
+    barge: Barge = msgspec.field(default_factory=Barge)
+    """Turn-taking state: the utterance that paused or cut the agent, recent noise onsets."""
+    last_final: LastFinal | None = None
+    asks: bool = False
+    """Turn ``turn_no`` ends in a question (a backchannel word during its last sentence answers it)."""
 
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(BrainState)
+_dialog_decoder = msgspec.msgpack.Decoder(DialogState)
+
+
+def _dialog_copy(dialog: DialogState) -> DialogState:
+    return _dialog_decoder.decode(_encoder.encode(dialog))
 
 
 class BrainHandler:
     """Runs the dialog of one call."""
 
-    def __init__(self, ctx: CallContext, dialog: Dialog, state: BrainState, agent: LlmAgent | None = None) -> None:
+    def __init__(
+        self,
+        ctx: CallContext,
+        dialog: Dialog,
+        state: BrainState,
+        agent: LlmAgent | None = None,
+        policy: Policy | None = None,
+    ) -> None:
         self.ctx = ctx
+        self.policy = policy or Policy()
         self.dialog = dialog
         self.agent = agent
         self.state = state
@@ -133,6 +179,15 @@ class BrainHandler:
             if event.utterance_id in self.state.answered or not event.text.strip():
                 await self.ctx.commit([], checkpoint)
                 return
+            voiced_ms = event.last_voiced_arrived - event.first_voiced_arrived + 20.0
+            speaking = self._agent_speaking() and not self._answer_expected()
+            action = on_final(speaking, event.text, event.confidence, voiced_ms, self.policy)
+            if action == "ignore":  # a backchannel or a scrap: the agent carries on, nothing is answered
+                self.state.answered = [*self.state.answered[-19:], event.utterance_id]
+                remember_noise(self.state.barge, event.first_voiced_arrived, self.policy)
+                outputs = [*self._resume(event.utterance_id), self._caller_record(event)]
+                await self.ctx.commit(outputs, checkpoint, self._state_blob())
+                return
             if self.agent is not None:
                 await self._answer_llm(self.agent, event, checkpoint)
                 return
@@ -140,8 +195,17 @@ class BrainHandler:
             self.state.answered = [*self.state.answered[-19:], event.utterance_id]
             outputs = self._barge_in(event.first_voiced_arrived)
             outputs.append(self._caller_record(event))
-            reply = self.dialog.on_text(self.state.dialog, event.text, event.confidence)
+            text, confidence = self._merged(event)
+            before = _dialog_copy(self.state.dialog)
+            reply = self.dialog.on_text(self.state.dialog, text, confidence)
             await self._reply(reply, checkpoint, outputs, reply_to_voiced=event.last_voiced_arrived)
+            self.state.last_final = LastFinal(
+                text=text,
+                confidence=confidence,
+                last_voiced=event.last_voiced_arrived,
+                turn_no=self.state.turn_no if reply.sentences else 0,
+                dialog=before,
+            )
             DECISION_SECONDS.observe(time.perf_counter() - started)
         elif isinstance(event, ev.Dtmf):
             self._cancel_timer()
@@ -149,10 +213,11 @@ class BrainHandler:
             await self._reply(reply, checkpoint, reply_to_voiced=event.arrived)
             if not reply.sentences and self.state.dialog.digits:
                 self._start_timer(DTMF_TIMEOUT_S, self._digits_done)
-        elif isinstance(event, ev.SpeechStarted):
-            self._cancel_timer()
-            await self.ctx.commit([], checkpoint)
+        elif isinstance(event, ev.SpeechStarted | ev.SpeechProgress | ev.SpeechEnded):
+            await self._turn_taking(event, checkpoint)
         elif isinstance(event, ev.Mark):
+            if event.played and (event.turn_no, event.seq) > (self.state.heard_turn, self.state.heard_seq):
+                self.state.heard_turn, self.state.heard_seq = event.turn_no, event.seq
             if event.played and event.turn_no == self.state.turn_no and event.seq == self.state.last_seq:
                 self.state.played_turn = event.turn_no
                 self._start_timer(SILENCE_TIMEOUT_S, self._silence)
@@ -176,11 +241,90 @@ class BrainHandler:
         )
         return Output(keys.turns(self.ctx.sid), ev.encode(caller), maxlen=keys.TURNS_MAXLEN)
 
-    def _barge_in(self, voiced_arrived: float) -> list[Output]:
-        """The caller spoke over a turn that has not finished playing: stop it (tts) and clear it (gateway)."""
-        if self.state.turn_no <= self.state.played_turn:
+    # -- turn-taking -----------------------------------------------------------------------------------------
+    def _agent_speaking(self) -> bool:
+        """The agent's latest turn has not finished playing and was not cut."""
+        st = self.state
+        return st.turn_no > st.played_turn and st.turn_no > st.barge.interrupted_turn
+
+    def _answer_expected(self) -> bool:
+        """The agent's turn ends in a question and its last sentence is playing: a "yeah" now answers it."""
+        st = self.state
+        if not st.asks:
+            return False
+        return st.last_seq <= 0 or (st.heard_turn == st.turn_no and st.heard_seq >= st.last_seq - 1)
+
+    async def _turn_taking(
+        self, event: ev.SpeechStarted | ev.SpeechProgress | ev.SpeechEnded, checkpoint: dict[str, str]
+    ) -> None:
+        """The caller's speech before its final: pause, interrupt or resume the agent (see ``turntaking``)."""
+        st, barge = self.state, self.state.barge
+        outputs: list[Output] = []
+        if isinstance(event, ev.SpeechStarted):
+            self._cancel_timer()  # the caller is talking: no silence re-prompt
+            if self._agent_speaking():
+                barge.utterance_id, barge.onset_at, barge.paused_turn = (
+                    event.utterance_id,
+                    event.first_voiced_arrived,
+                    0,
+                )
+            if on_onset(self._agent_speaking(), event.first_voiced_arrived, barge, self.policy) == "pause":
+                barge.paused_turn = st.turn_no
+                pause = ev.Pause(call_sid=self.ctx.sid, turn_no=st.turn_no, voiced_arrived=event.first_voiced_arrived)
+                outputs.append(Output(keys.control(self.ctx.sid), ev.encode(pause), maxlen=keys.CONTROL_MAXLEN))
+        elif isinstance(event, ev.SpeechProgress):
+            action = on_progress(self._agent_speaking(), event.voiced_ms, event.prob, event.text, self.policy)
+            if action == "interrupt":
+                barge.utterance_id = event.utterance_id
+                outputs = self._barge_in(event.first_voiced_arrived)
+        else:
+            if barge.utterance_id == event.utterance_id:
+                remember_noise(barge, barge.onset_at, self.policy)
+            outputs = self._resume(event.utterance_id)
+            if st.turn_no and st.played_turn == st.turn_no and not st.finished:
+                self._start_timer(SILENCE_TIMEOUT_S, self._silence)  # the onset was noise: still waiting
+        await self.ctx.commit(outputs, checkpoint, self._state_blob())
+
+    def _merged(self, event: ev.TranscriptFinal) -> tuple[str, float]:
+        """A final that only continues the caller's previous one (a mid-sentence pause the endpointer took for the
+        end): if the reply to that one was cut before the caller heard any of it and this speech began within
+        :data:`MERGE_WINDOW_MS` of it, the dialog goes back to before it and answers both as one sentence."""
+        st, last = self.state, self.state.last_final
+        if (
+            last is None
+            or not last.turn_no
+            or last.turn_no != st.barge.interrupted_turn
+            or st.heard_turn >= last.turn_no
+            or event.first_voiced_arrived - last.last_voiced > MERGE_WINDOW_MS
+        ):
+            return event.text, event.confidence
+        st.dialog = last.dialog
+        log.info("merging a final with the previous one", extra={"call_sid": self.ctx.sid})
+        return f"{last.text} {event.text}", min(last.confidence, event.confidence)
+
+    def _resume(self, utterance_id: str) -> list[Output]:
+        """The utterance that paused the agent was no interruption: send the held audio on."""
+        barge = self.state.barge
+        if barge.utterance_id != utterance_id or not barge.paused_turn:
             return []
-        turn = self.state.turn_no
+        turn, barge.paused_turn = barge.paused_turn, 0
+        if turn <= barge.interrupted_turn:
+            return []
+        resume = ev.Resume(call_sid=self.ctx.sid, turn_no=turn)
+        return [Output(keys.control(self.ctx.sid), ev.encode(resume), maxlen=keys.CONTROL_MAXLEN)]
+
+    def _barge_in(self, voiced_arrived: float) -> list[Output]:
+        """The caller spoke over a turn that has not finished playing: stop it (tts) and clear it (gateway), once;
+        the dialog remembers of it only what the caller heard (and the sentence cut)."""
+        st = self.state
+        if not self._agent_speaking():
+            return []
+        turn = st.turn_no
+        st.barge.interrupted_turn = turn
+        st.barge.paused_turn = 0
+        heard_seq = st.heard_seq if st.heard_turn == turn else -1
+        if st.speaking is None and len(st.dialog.last_sentences) == st.last_seq + 1:
+            st.dialog.last_sentences = heard_and_cut(st.dialog.last_sentences, heard_seq)
         cancel = ev.Cancel(call_sid=self.ctx.sid, turn_no=turn)
         clear = ev.Clear(call_sid=self.ctx.sid, turn_no=turn, voiced_arrived=voiced_arrived)
         return [
@@ -202,6 +346,7 @@ class BrainHandler:
         if reply.sentences:
             self.state.turn_no += 1
             turn = self.state.turn_no
+            self.state.asks = reply.expect != "free" or reply.sentences[-1].rstrip().endswith("?")
             self.state.last_seq = len(reply.sentences) - 1
             decided = ev.now_ms()
             for seq, text in enumerate(reply.sentences):
@@ -309,6 +454,7 @@ class BrainHandler:
             outputs.append(self._say(turn, len(speaking.said), text, True, event.last_voiced_arrived))
             self.state.last_seq = len(speaking.said)
             said = [*speaking.said, *([held] if held is not None else [])]
+            self.state.asks = reply.expect != "free" or (bool(said) and said[-1].rstrip().endswith("?"))
             outputs.append(self._listen(turn, reply))
             agent = ev.TurnRecord(
                 call_sid=sid,

@@ -7,6 +7,9 @@ Invariants:
 - Every mark Twilio echoes becomes a ``mark`` event (played or not) for brain: what the caller actually heard.
 - ``clear`` drops every queued chunk of the cleared turns at once; chunks of those turns that arrive later are
   dropped by the pacer, never sent.
+- ``pause`` holds the agent's audio (caller onset, maybe an interruption) without dropping it; ``resume`` sends it
+  on, ``clear`` drops it; a pause that neither ends within :data:`PAUSE_MAX_S` resumes by itself, so a lost
+  ``resume`` never silences the agent.
 - A hang-up or transfer waits until the turn before it has fully played (its last mark echoed).
 """
 
@@ -42,10 +45,17 @@ BARGE_IN = Histogram(
     "First voiced frame of an interruption to Twilio clear sent.",
     buckets=LATENCY_BUCKETS,
 )
+BARGE_IN_PAUSE = Histogram(
+    "voxcart_barge_in_pause_seconds",
+    "First voiced frame of a caller onset during agent audio to that audio paused.",
+    buckets=LATENCY_BUCKETS,
+)
 FRAMES_IN = Counter("voxcart_ws_frames_in_total", "Media Streams frames received, by event.", ["event"])
 STALE_DROPPED = Counter("voxcart_stale_audio_chunks_total", "Outbound chunks dropped because their turn was cleared.")
 
 _END_WAIT_S = 60.0
+PAUSE_MAX_S = 3.0
+"""A pause that brain neither resumes nor clears within this long resumes by itself."""
 
 
 class CallSession:
@@ -93,6 +103,7 @@ class CallSession:
         self.positions: dict[str, str] = {}
         self.transfer_to: str | None = None
         self.ending: asyncio.Task[None] | None = None
+        self._pause_timer: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
 
     def start(self, positions: dict[str, str]) -> None:
@@ -146,10 +157,31 @@ class CallSession:
             await self.pacer.clear(event.turn_no)
             if event.voiced_arrived:
                 BARGE_IN.observe((ev.now_ms() - event.voiced_arrived) / 1000)
+            self._stop_pause_timer()
+        elif isinstance(event, ev.Pause):
+            self.pacer.pause(event.turn_no)
+            if event.voiced_arrived:
+                BARGE_IN_PAUSE.observe((ev.now_ms() - event.voiced_arrived) / 1000)
+            if self.pacer.paused:
+                self._stop_pause_timer()
+                self._pause_timer = asyncio.create_task(self._resume_after(event.turn_no, PAUSE_MAX_S))
+        elif isinstance(event, ev.Resume):
+            self.pacer.resume(event.turn_no)
+            self._stop_pause_timer()
         elif isinstance(event, ev.Hangup | ev.Transfer) and self.ending is None:
             if isinstance(event, ev.Transfer):
                 self.transfer_to = event.number
             self.ending = asyncio.create_task(self._end_after(event.after_turn, isinstance(event, ev.Hangup)))
+
+    async def _resume_after(self, turn_no: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        log.info("pause of turn %d neither resumed nor cleared: resuming", turn_no, extra={"call_sid": self.sid})
+        self.pacer.resume(turn_no)
+
+    def _stop_pause_timer(self) -> None:
+        if self._pause_timer is not None and not self._pause_timer.done():
+            self._pause_timer.cancel()
+        self._pause_timer = None
 
     async def _end_after(self, turn_no: int, hangup: bool) -> None:
         """Let the last turn play out, then transfer or hang up through the REST API, or close the socket (Twilio
@@ -176,6 +208,7 @@ class CallSession:
         await self._close_socket()
 
     async def aclose(self) -> None:
+        await cancel_and_wait(self._pause_timer)
         if self.ending is not None and not self.ending.done():
             await cancel_and_wait(self.ending)
         await self.pacer.aclose()

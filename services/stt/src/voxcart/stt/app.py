@@ -11,12 +11,14 @@ import asyncio
 import hashlib
 import json
 import logging
+from dataclasses import replace
 
 from voxcart.common.bus import Bus, RedisBus, keys
 from voxcart.common.settings import Settings
 from voxcart.common.tasks import cancel_and_wait
 from voxcart.common.worker import CallContext, CallHandler, Worker
 
+from .denoise import load_librnnoise
 from .embedded import PocketsphinxProvider
 from .endpointer import EndpointerConfig
 from .fallback import FallbackProvider
@@ -77,12 +79,17 @@ def build_provider(settings: Settings, model: RecognizerModel) -> tuple[SttProvi
     Raises:
         SystemExit: the provider cannot start (a missing model folder, no API key): said at start, not mid-call.
     """
-    endpointer = EndpointerConfig(vad=settings.stt_vad)
+    endpointer = EndpointerConfig(vad=settings.stt_vad, denoise=settings.stt_denoise)
     if settings.stt_vad == "silero":
         try:
             load_silero()  # a missing model stops the replica now, not a call later
         except FileNotFoundError as exc:
             raise SystemExit(f"STT_VAD=silero: {exc}") from None
+    if settings.stt_denoise != "off":
+        try:
+            load_librnnoise()  # a missing library stops the replica now, not a noisy call later
+        except (FileNotFoundError, OSError) as exc:
+            raise SystemExit(f"STT_DENOISE={settings.stt_denoise}: {exc}") from None
     embedded = PocketsphinxProvider(model, settings.stt_end_silence_ms, endpointer=endpointer)
     primary: SttProvider
     if settings.stt_provider == "pocketsphinx":
@@ -107,7 +114,9 @@ def build_provider(settings: Settings, model: RecognizerModel) -> tuple[SttProvi
 
         try:
             primary = WhisperProvider.load(
-                settings.stt_model_path, end_silence_ms=settings.stt_end_silence_ms, endpointer_config=endpointer
+                settings.stt_model_path,
+                end_silence_ms=settings.stt_end_silence_ms,
+                endpointer_config=replace(endpointer, denoise="off"),  # STT_DENOISE is tuned for PocketSphinx
             )
         except ProviderError as exc:
             raise SystemExit(str(exc)) from None

@@ -14,6 +14,13 @@ see ``EndpointerConfig``):
   (PocketSphinx needs ~300 ms of non-speech in front), or at the oldest frame retained since the last rebase.
 - **Inside**: a frame stays voiced down to ``release_threshold`` (hysteresis), if its level is not far below
   the utterance's speech.
+- **Denoising** (``EndpointerConfig.denoise``, ``STT_DENOISE``; ``denoise``): RNNoise runs in front of the
+  detector, the level gates and the decoder (:attr:`Frame.pcm` is the denoised audio, :attr:`Frame.line` the
+  line's). ``"auto"`` turns it on while idle, once the retained frames' median RMS reaches ``denoise_floor``,
+  and denoises the retained frames again (the pre-roll the decoder gets); it stays on until the next rebase,
+  which decides again from the frames it replays. A quiet line is never denoised, so it is heard bit for bit
+  as without it. At 10 dB SNR (the bench's mix, babble included) intent accuracy went from 42-47 % to 81 %,
+  at 20 dB from 93 % to 97 %.
 - **End**: ``end_silence_ms`` of frames without speech, ``noisy_extra_ms`` more when the line's noise floor
   measured at the start is at least ``noisy_floor`` (the detector is less sure of weak speech in noise);
   :meth:`VadEndpointer.set_end_silence_ms` changes the base for the next decision. A lone voiced frame (a
@@ -21,12 +28,13 @@ see ``EndpointerConfig``):
   stays in the utterance as post-roll. ``max_utterance_ms`` forces an end.
 
 Invariants (replay determinism, what a takeover relies on):
-- The detector's output depends only on the frames fed since it was created (``vad``), and so, while idle, the
-  endpointer's state is a function of the frames fed since the last *rebase* only (and of the end silence set
-  by :meth:`VadEndpointer.set_end_silence_ms`, which the owner sets again after a takeover). A rebase (at every
-  utterance end, and on :meth:`VadEndpointer.rebase`) starts a fresh detector and feeds it the retained
-  pre-roll frames; :attr:`VadEndpointer.base_entry` is the entry just before them. A fresh endpointer fed the
-  frames after ``base_entry`` is therefore in exactly the same state, and makes the same decisions.
+- The detector's and the denoiser's outputs depend only on the frames fed since they were created (``vad``,
+  ``denoise``), and so, while idle, the endpointer's state is a function of the frames fed since the last
+  *rebase* only (and of the end silence set by :meth:`VadEndpointer.set_end_silence_ms`, which the owner sets
+  again after a takeover). A rebase (at every utterance end, and on :meth:`VadEndpointer.rebase`) starts a
+  fresh detector (and denoiser) and feeds it the retained pre-roll frames as they came from the line;
+  :attr:`VadEndpointer.base_entry` is the entry just before them. A fresh endpointer fed the frames after
+  ``base_entry`` is therefore in exactly the same state, and makes the same decisions.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from typing import Literal
 import numpy as np
 from pocketsphinx import Vad
 
+from voxcart.stt.denoise import Denoiser
 from voxcart.stt.vad import SpeechDetector, new_detector
 
 __all__ = ["EndpointerConfig", "Frame", "Step", "VadEndpointer"]
@@ -87,9 +96,20 @@ class EndpointerConfig:
     speech RMS (and ``noise_ratio`` times the floor measured at its start): drops the VAD's 60-120 ms
     hangover, so ``last_voiced`` is the real end of the words."""
     noisy_floor: float = 300.0
-    """A line whose noise floor (measured when an utterance starts) is at least this RMS is noisy."""
+    """A line whose noise floor (measured when an utterance starts, on what the detector hears: denoised audio
+    when denoising, which rarely counts as noisy) is at least this RMS is noisy."""
     noisy_extra_ms: int = 200
     """End-of-speech silence added on a noisy line."""
+    denoise: Literal["auto", "on", "off"] = "auto"
+    """RNNoise in front of the detector and the decoder (``STT_DENOISE``, see ``denoise``): ``"auto"`` turns it on
+    while idle once the line's noise floor reaches ``denoise_floor`` (until the next rebase re-decides), so a
+    quiet line is heard exactly as without it and costs nothing; ``"on"`` always (~0.9 ms a frame)."""
+    denoise_floor: float = 100.0
+    """``denoise="auto"``: the noise floor (median RMS of the retained frames, at least ``denoise_after_ms`` of
+    them) that turns denoising on; about -50 dBFS. The bench's calls: 150-250 at 20 dB SNR, ~500 at 10 dB, 0 clean;
+    line hiss on a quiet phone line is 10-50."""
+    denoise_after_ms: int = 200
+    """``denoise="auto"``: frames retained (since the call's start or the last rebase) before the floor counts."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -99,6 +119,7 @@ class EndpointerConfig:
             "start_voiced_ms",
             "max_utterance_ms",
             "noisy_extra_ms",
+            "denoise_after_ms",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -115,6 +136,8 @@ class EndpointerConfig:
                 f"EndpointerConfig.max_utterance_ms: {self.max_utterance_ms} is too short, it must hold "
                 "start_window_ms + end_silence_ms + noisy_extra_ms"
             )
+        if self.denoise not in ("auto", "on", "off"):
+            raise ValueError(f"EndpointerConfig.denoise: {self.denoise!r} is not 'auto', 'on' or 'off'")
         if self.vad not in ("silero", "webrtc"):
             raise ValueError(f"EndpointerConfig.vad: {self.vad!r} is not 'silero' or 'webrtc'")
         if self.vad_mode not in (Vad.LOOSE, Vad.MEDIUM_LOOSE, Vad.MEDIUM_STRICT, Vad.STRICT):
@@ -128,7 +151,12 @@ class EndpointerConfig:
                 f"EndpointerConfig.release_threshold: {self.release_threshold} is above speech_threshold "
                 f"({self.speech_threshold})"
             )
-        for name in ("min_level", "noise_ratio", "speech_ratio", "noisy_floor"):
+        if not _FRAME_MS <= self.denoise_after_ms <= self.pre_roll_ms + self.start_window_ms:
+            raise ValueError(
+                f"EndpointerConfig.denoise_after_ms: {self.denoise_after_ms} must be within 20..pre_roll_ms + "
+                f"start_window_ms ({self.pre_roll_ms + self.start_window_ms}, the frames retained)"
+            )
+        for name in ("min_level", "noise_ratio", "speech_ratio", "noisy_floor", "denoise_floor"):
             value = getattr(self, name)
             if name == "noise_ratio" and value is None:
                 continue
@@ -142,13 +170,15 @@ class Frame:
 
     entry_id: str
     pcm: bytes
-    """8 kHz int16 little-endian, 320 bytes."""
+    """8 kHz int16 little-endian, 320 bytes: what the detector and the decoder hear (denoised when denoising)."""
     arrived: float
     rms: float
     voiced: bool
     """The detector said speech and the level gate agreed."""
     prob: float = 0.0
     """The detector's speech probability."""
+    line: bytes = b""
+    """The frame as it came from the line (``pcm`` itself when not denoised): what a replay is fed."""
 
 
 @dataclass(slots=True)
@@ -172,6 +202,11 @@ _NOISE_RATIO = {"silero": 1.3, "webrtc": 2.0}
 
 def _ms_to_frames(ms: int) -> int:
     return ms // _FRAME_MS
+
+
+def _rms(pcm: bytes) -> float:
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
+    return math.sqrt(float(samples @ samples) / len(samples))
 
 
 def _new_detector(cfg: EndpointerConfig) -> SpeechDetector:
@@ -200,6 +235,8 @@ class VadEndpointer:
         self._max_frames = _ms_to_frames(cfg.max_utterance_ms)
         self._noise_ratio = cfg.noise_ratio if cfg.noise_ratio is not None else _NOISE_RATIO[cfg.vad]
         self._vad = _new_detector(cfg)
+        self._denoiser = Denoiser() if cfg.denoise == "on" else None
+        self._denoise_after = _ms_to_frames(cfg.denoise_after_ms)
         self._history: deque[Frame] = deque(maxlen=self._pre_roll + self._window)
         """Frames since the last rebase (newest last); ``base_entry`` precedes the oldest."""
         self._in_speech = False
@@ -264,13 +301,15 @@ class VadEndpointer:
         """
         if len(pcm) != _PCM_BYTES:
             raise ValueError(f"VadEndpointer.process: entry {entry_id}: {len(pcm)} PCM bytes, expected 320")
-        samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
-        rms = math.sqrt(float(samples @ samples) / len(samples))
+        line = pcm
+        if self._denoiser is not None:
+            pcm = self._denoiser.process(line)
+        rms = _rms(pcm)
         prob = self._vad.probability(pcm, rms)
         cfg = self.config
         threshold = cfg.release_threshold if self._in_speech else cfg.speech_threshold
         voiced = prob >= threshold and rms >= self._gate(rms)
-        frame = Frame(entry_id, pcm, arrived, rms, voiced, prob)
+        frame = Frame(entry_id, pcm, arrived, rms, voiced, prob, line)
         if voiced and self._in_speech:
             self._level_sum += rms
             self._level_n += 1
@@ -279,7 +318,30 @@ class VadEndpointer:
             self.base_entry = history[0].entry_id
         history.append(frame)
         self.last_entry = entry_id
-        return self._continue(frame) if self._in_speech else self._idle(frame)
+        if self._in_speech:
+            return self._continue(frame)
+        if self._denoiser is None and self.config.denoise == "auto" and rms >= self.config.denoise_floor:
+            self._denoise_if_noisy()
+        return self._idle(history[-1])
+
+    @property
+    def denoising(self) -> bool:
+        """Frames are denoised now (``denoise="on"``, or ``"auto"`` on a noisy line)."""
+        return self._denoiser is not None
+
+    def _denoise_if_noisy(self) -> None:
+        """``denoise="auto"``, idle: on a noisy line, start denoising, and denoise the retained frames again.
+
+        A function of the retained frames only (so of the frames since the last rebase), like the rest of the
+        idle state: the frames keep the detector's verdicts; their audio and level become the denoised ones.
+        """
+        history = self._history
+        if len(history) < self._denoise_after or self._noise_floor() < self.config.denoise_floor:
+            return
+        self._denoiser = denoiser = Denoiser()
+        for k, f in enumerate(history):
+            pcm = denoiser.process(f.line)
+            history[k] = Frame(f.entry_id, pcm, f.arrived, _rms(pcm), f.voiced, f.prob, f.line)
 
     def _gate(self, rms: float) -> float:
         """The RMS a frame needs to count as speech (called only when it is loud enough to matter)."""
@@ -344,9 +406,10 @@ class VadEndpointer:
     def rebase(self) -> str | None:
         """Make the idle state replayable from a recent entry, and return that entry (``None`` in speech).
 
-        A fresh detector is fed the last ``pre_roll_ms`` of frames again; if they would start an utterance, they
-        are dropped instead. Call this only when the result is checkpointed: it changes the detector's state,
-        and a replaying owner reproduces only the rebases that were checkpointed.
+        A fresh detector (and denoiser) is fed the last ``pre_roll_ms`` of frames again, as they came from the
+        line; if they would start an utterance, they are dropped instead. Call this only when the result is
+        checkpointed: it changes the detector's state, and a replaying owner reproduces only the rebases that
+        were checkpointed.
         """
         if self._in_speech:
             return None
@@ -361,7 +424,10 @@ class VadEndpointer:
             k += 1  # an entry holding two frames is replayed whole or not at all
         trial = VadEndpointer(self.config, start_after=before)
         for f in history[k:]:
-            if trial.process(f.entry_id, f.pcm, f.arrived).started:
+            if trial.process(f.entry_id, f.line, f.arrived).started:
                 trial = VadEndpointer(self.config, start_after=self.last_entry)
                 break
         self._vad, self._history, self.base_entry = trial._vad, trial._history, trial.base_entry
+        if self._denoiser is not None:
+            self._denoiser.close()
+        self._denoiser = trial._denoiser

@@ -71,8 +71,12 @@ EXTRA_PRONUNCIATIONS: Mapping[str, tuple[str, ...]] = {
     "onesie": ("W AH N Z IY",),
     "crewneck": ("K R UW N EH K",),
     "voxcart": ("V AA K S K AA R T",),
+    "forty": ("F AO R T IY", "F AO R D IY"),
+    "eighty": ("EY T IY", "EY D IY"),
 }
-"""Shop words missing from the wheel's cmudict (ARPAbet, as the en-us acoustic model expects)."""
+"""Shop words missing from the wheel's cmudict (ARPAbet, as the en-us acoustic model expects), and the flapped
+American "t" of "forty" and "eighty" ("fordy", "eidy"; cmudict has it for "thirty" only): without it a recorded
+"forty" and "eighty" decode as "fourteen" and "eighteen"."""
 
 _LETTERS = dict(
     zip(

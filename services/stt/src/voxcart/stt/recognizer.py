@@ -10,8 +10,8 @@ and ``"product"`` (given a :class:`Catalogue`) decode each utterance twice, fram
 expectation's grammar and with the domain LM; at the end :func:`voxcart.stt.scoring.choose` picks the result
 and its confidence (see ``scoring``). Both searches cost CPU during the utterance (1.3-1.5 ms per 20 ms speech
 frame free, 1.8-2.2 ms narrow) but nothing extra at its end: end of speech to final is 32 ms median, 46 ms p90.
-Under ``"digits"`` the end-of-speech silence is longer (``digits_end_silence_ms``): callers pause between digit
-groups.
+Under ``"digits"`` and ``"address"`` the end-of-speech silence is longer (``digits_end_silence_ms``: callers pause
+between digit groups), under ``"yes_no"`` shorter (see ``turn_end``).
 
 Confidence (:attr:`Final.confidence`, 0..1): see ``scoring``. A final below :data:`MIN_CONFIDENCE` should be
 treated as not understood.
@@ -29,10 +29,10 @@ Invariants:
 - ``utterance_id = <call_sid>:<entry id of the utterance's first frame, pre-roll included>``.
 - Every utterance starts from the same decoder state whatever decoder of the pool it gets: ``reinit_feat()``
   plus the cepstral mean (CMN) carried from the call's previous final (the first starts from
-  :data:`TELEPHONE_CMN`), a fresh resampler, and the searches and end-of-speech silence of the expectation in
-  force at the utterance's start (set by :meth:`CallRecognizer.listen` before it). So an utterance's text
-  depends only on its own frames, that CMN and that expectation; checked bit-exact (text, confidence) against
-  a call decoding alone.
+  :data:`TELEPHONE_CMN`; a final that was mostly silence carries none, see ``carried_cmn``), a fresh
+  resampler, and the searches and end-of-speech silence of the expectation in force at the utterance's start
+  (set by :meth:`CallRecognizer.listen` before it). So an utterance's text depends only on its own frames,
+  that CMN and that expectation; checked bit-exact (text, confidence) against a call decoding alone.
 - The endpointer's idle state depends only on the frames after its base entry (see ``endpointer``).
 - :attr:`CallRecognizer.resume` encodes the state the next utterance starts with, so a recognizer built with
   ``start_after=checkpoint_entry, resume=resume`` replays a checkpoint exactly (see ``resume`` for the
@@ -56,10 +56,11 @@ from voxcart.common.events import Expect, now_ms
 from voxcart.common.spoken_numbers import numbers_to_digits
 from voxcart.stt.endpointer import EndpointerConfig, Frame, VadEndpointer
 from voxcart.stt.grammars import DIGITS, PRODUCT, Catalogue
-from voxcart.stt.recognizer_model import LM_SEARCH, TELEPHONE_CMN, RecognizerModel
-from voxcart.stt.results import Discarded, Final, Partial, RecognizerEvent, SpeechStart
+from voxcart.stt.recognizer_model import LM_SEARCH, TELEPHONE_CMN, RecognizerModel, carried_cmn
+from voxcart.stt.results import Discarded, Final, Partial, RecognizerEvent, SpeechProgress, SpeechStart
 from voxcart.stt.resume import EXPECTS, decode_resume, encode_resume
 from voxcart.stt.scoring import MIN_CONFIDENCE, Hypothesis, choose, read_hypothesis
+from voxcart.stt.turn_end import end_silence_ms
 
 __all__ = [
     "MIN_CONFIDENCE",
@@ -78,6 +79,11 @@ __all__ = [
 
 log = logging.getLogger("voxcart.stt.recognizer")
 
+PROGRESS_EVERY_MS = 200
+"""A :class:`SpeechProgress` goes out at every this much voiced audio of an utterance, up to
+:data:`PROGRESS_UNTIL_MS` (barge-in decisions need the first few hundred ms only)."""
+PROGRESS_UNTIL_MS = 1000
+
 
 @dataclass(slots=True)
 class _Utterance:
@@ -91,6 +97,11 @@ class _Utterance:
     resampler: Resampler = field(default_factory=lambda: Resampler(8000, 16000))
     frames: int = 0
     last_partial: str = ""
+    voiced: int = 0
+    """Voiced frames so far (for :class:`SpeechProgress`)."""
+    prob_sum: float = 0.0
+    progress_at: int = PROGRESS_EVERY_MS // 20
+    """Voiced frames at which the next :class:`SpeechProgress` goes out."""
 
 
 class CallRecognizer:
@@ -222,8 +233,15 @@ class CallRecognizer:
             if decoder is not None:
                 decoder.process_raw(audio, False, False)
         utt.frames += len(step.frames)
+        for f in step.frames:
+            if f.voiced:
+                utt.voiced += 1
+                utt.prob_sum += f.prob
         if step.ended:
             events.append(self._finish(entry_id))
+        elif utt.voiced >= utt.progress_at and utt.progress_at * 20 <= PROGRESS_UNTIL_MS:
+            utt.progress_at = utt.voiced + PROGRESS_EVERY_MS // 20
+            events.append(self._progress(utt))
         elif utt.frames % self._partial_every == 0:
             hyp = utt.lm.hyp()
             text = " ".join(self._text(hyp.hypstr.split(), utt.expect)) if hyp is not None else ""
@@ -231,13 +249,18 @@ class CallRecognizer:
                 utt.last_partial = text
                 events.append(Partial(utt.id, text))
 
+    def _progress(self, utt: _Utterance) -> SpeechProgress:
+        hyp = utt.lm.hyp()
+        text = " ".join(self._text(hyp.hypstr.split(), utt.expect)) if hyp is not None else ""
+        return SpeechProgress(utt.id, utt.first_voiced.arrived, 20.0 * utt.voiced, utt.prob_sum / utt.voiced, text)
+
     def _start(self, utterance_id: str, first_voiced: Frame) -> _Utterance:
         """Borrow the decoder(s) of the expectation in force and start them from the call's state."""
         model = self.model
         utt = _Utterance(utterance_id, first_voiced, self._expect, model.acquire(LM_SEARCH))
         try:
-            digits = self._expect == DIGITS and self._digits_end_silence is not None
-            self._endpointer.set_end_silence_ms(self._digits_end_silence if digits else None)
+            base = self._endpointer.config.end_silence_ms
+            self._endpointer.set_end_silence_ms(end_silence_ms(self._expect, base, self._digits_end_silence))
             utt.search = model.search_for(self._expect, self._keyterms)
             if utt.search is not None:
                 utt.grammar = model.acquire(utt.search)
@@ -274,11 +297,13 @@ class CallRecognizer:
             self._release(utt, healthy=healthy)
         checkpoint = self._endpointer.base_entry
         vocabulary = self.model.vocabulary(utt.search) if utt.search is not None else frozenset()
-        words, confidence, source = choose(lm, grammar, vocabulary, self.model.scorer)
+        judge = utt.search == DIGITS
+        words, confidence, source = choose(lm, grammar, vocabulary, self.model.scorer, judge_answer=judge)
         if not words:
-            return Discarded(utt.id, last_entry, checkpoint, self.resume)
-        self._cmn = cmn
+            return Discarded(utt.id, last_entry, checkpoint, self.resume, voiced_ms=20.0 * utt.voiced)
         last_voiced = self._endpointer.last_voiced or utt.first_voiced
+        speech_ms = last_voiced.arrived - utt.first_voiced.arrived + 20.0
+        self._cmn = carried_cmn(self._cmn, cmn, speech_ms, 20.0 * utt.frames)  # a short word's mean is noise's
         log.debug("utterance %s (%s): %r from %s, confidence %.2f", utt.id, utt.expect, words, source, confidence)
         return Final(
             utterance_id=utt.id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Discarded", "Final", "Partial", "RecognizerEvent", "SpeechStart"]
+__all__ = ["Discarded", "Final", "Partial", "RecognizerEvent", "SpeechProgress", "SpeechStart"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +14,26 @@ class SpeechStart:
     utterance_id: str
     first_voiced_arrived: float
     """Arrival time (epoch ms) of the first voiced frame."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechProgress:
+    """The caller is still speaking (``speech.progress``): sent when the utterance's voiced audio reaches each of
+    the provider's progress marks, so brain can decide on a barge-in before the utterance ends.
+
+    Attributes:
+        utterance_id: the utterance.
+        first_voiced_arrived: arrival (epoch ms) of its first voiced frame.
+        voiced_ms: voiced audio so far.
+        prob: mean speech probability of the voiced frames (0..1).
+        text: the words recognized so far ("" if none yet).
+    """
+
+    utterance_id: str
+    first_voiced_arrived: float
+    voiced_ms: float
+    prob: float
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +85,8 @@ class Discarded:
     last_entry_id: str
     checkpoint_entry: str
     resume: str
+    voiced_ms: float = 0.0
+    """Voiced audio the discarded onset held (0 when the provider does not say)."""
 
 
-RecognizerEvent = SpeechStart | Partial | Final | Discarded
+RecognizerEvent = SpeechStart | SpeechProgress | Partial | Final | Discarded

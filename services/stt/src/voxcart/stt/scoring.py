@@ -4,7 +4,12 @@ Under a narrow expectation (``"digits"``, ``"yes_no"``, ``"product"``) the recog
 twice, with the expectation's grammar and with the domain LM; :func:`choose` picks the result. The grammar's
 result is taken when its acoustic score is within :data:`GRAMMAR_MARGIN` of the LM's, unless the LM heard, as
 well or better, a confident sentence of words the grammar does not have: a caller who answers a yes/no question
-with "what's your return policy" or "I want to talk to a person" is heard (6 of 6 such answers).
+with "what's your return policy" or "I want to talk to a person" is heard (6 of 6 such answers). The LM's
+sentence must also beat the grammar's answer judged the same way, by its own coherence (a number answer's is
+:data:`NUMBERS_COHERENCE`): a lone number word is a sentence the LM fits badly, and it made "six", "fifteen",
+"sixty" (piper) and recorded "ten", "four" into confident-looking "take", "it be in", "check the", "can",
+"color" (-1.7 to -2.0 per word) that the grammar had right; "goodbye" (-1.3) and "that's all thanks" (-0.8)
+still win over the grammar's "uh five" and "double oh thanks".
 
 Confidence (:attr:`Final.confidence <voxcart.stt.results.Final.confidence>`, 0..1) is a logistic of two free
 by-products of decoding:
@@ -117,7 +122,12 @@ def coherence(words: Sequence[str], scorer: ArpaScorer) -> float:
 
 
 def choose(
-    lm: Hypothesis | None, grammar: Hypothesis | None, vocabulary: frozenset[str], scorer: ArpaScorer
+    lm: Hypothesis | None,
+    grammar: Hypothesis | None,
+    vocabulary: frozenset[str],
+    scorer: ArpaScorer,
+    *,
+    judge_answer: bool = False,
 ) -> tuple[list[str], float, str]:
     """The result to report, its confidence, and which search gave it (``"lm"`` or ``"grammar"``).
 
@@ -126,20 +136,32 @@ def choose(
         grammar: the expectation's grammar's hypothesis (``None``: no grammar, or it reached no final state).
         vocabulary: the words the grammar can produce.
         scorer: the domain LM, for the coherence.
+        judge_answer: also judge the grammar's answer by its own coherence (numbers: a lone number word is a
+            sentence the LM fits badly). Not for yes/no: "uh right" is a coherent phrase, and judging it so made a
+            caller's "goodbye" to a yes/no question come out "uh right" again.
     """
     if lm is None or not lm.words:
         return [], 0.0, "lm"
     weighted = COHERENCE_WEIGHT * (coherence(lm.words, scorer) - COHERENCE_MIDPOINT)
     lm_z = weighted + ACOUSTIC_WEIGHT * (lm.score - ACOUSTIC_MIDPOINT)
-    if grammar is not None and lm_z > 0 and not any(w in vocabulary and w not in CARRIER_WORDS for w in lm.words):
+    if grammar is None or not grammar.words:
+        return lm.words, round(logistic(lm_z), 4), "lm"
+    # the grammar's answer judged on the same scale, by its own coherence: a short sentence the LM made of a
+    # lone number word ("six" -> "take", "ten" -> "can") is less coherent than a number, a real sentence is not
+    answer_z = -math.inf
+    if judge_answer:
+        answer_z = COHERENCE_WEIGHT * (coherence(grammar.words, scorer) - COHERENCE_MIDPOINT)
+        answer_z += ACOUSTIC_WEIGHT * (grammar.score - ACOUSTIC_MIDPOINT)
+    off_topic = not any(w in vocabulary and w not in CARRIER_WORDS for w in lm.words)
+    if lm_z > 0 and off_topic and lm_z > answer_z:
         # the LM heard, confidently, a sentence without one word the grammar is about ("goodbye" or "that's
         # all thanks" to a yes/no question): forcing it into the grammar would invent an answer ("uh right")
         return lm.words, round(logistic(lm_z), 4), "lm"
-    if grammar is not None and grammar.words and grammar.score >= lm.score - GRAMMAR_MARGIN:
+    if grammar.score >= lm.score - GRAMMAR_MARGIN:
         # the LM heard, as well or better, a confident sentence of other words ("what's your return policy"
         # to a yes/no question): the grammar only forced the audio into its phrases
         other = sum(w not in vocabulary for w in lm.words) * 2 > len(lm.words)
-        if not (other and lm_z > 0 and lm.score >= grammar.score):
+        if not (other and lm_z > 0 and lm.score >= grammar.score and lm_z > answer_z):
             grammar_z = weighted + ACOUSTIC_WEIGHT * (grammar.score - ACOUSTIC_MIDPOINT)
             return grammar.words, round(logistic(grammar_z), 4), "grammar"
     return lm.words, round(logistic(lm_z), 4), "lm"

@@ -1,4 +1,5 @@
-"""The stt worker: caller audio in, ``speech.started`` / ``transcript.partial`` / ``transcript.final`` out.
+"""The stt worker: caller audio in, ``speech.started`` / ``speech.progress`` / ``transcript.partial`` /
+``transcript.final`` / ``speech.ended`` out.
 
 Invariants:
 - A call's recognizer state between utterances is small (the cepstral mean, the expectation): decoders are
@@ -8,6 +9,8 @@ Invariants:
   the audio after the checkpoint into a fresh recognizer and reproduces the same utterance ids.
 - The provider (PocketSphinx, Deepgram, faster-whisper, with fallback) is the worker's; the handler only maps its
   results to events and commits them with the checkpoint.
+- Every ``speech.started`` is closed by exactly one ``transcript.final`` or ``speech.ended`` (an onset without
+  words: noise, a cough), so brain can undo what an onset made it do (a paused agent resumes).
 - ``listen`` entries (what brain expects next) are hints applied at once and made durable with the next audio
   checkpoint; the expectation in force is stored in the checkpoint hash so a new owner starts with it.
 """
@@ -25,7 +28,7 @@ from voxcart.common.metrics import BUS_FRAME_AGE, LATENCY_BUCKETS
 from voxcart.common.worker import CallContext
 
 from .provider import CallStt, SttProvider
-from .results import Discarded, Final, Partial, SpeechStart
+from .results import Discarded, Final, Partial, SpeechProgress, SpeechStart
 
 __all__ = ["SttHandler"]
 
@@ -80,7 +83,7 @@ class SttHandler:
             return
         self._frame_age.observe(max(0.0, (ev.now_ms() - event.arrived) / 1000))
         results = await self.stt.feed(entry.id, event.payload, event.arrived)
-        outputs = [self._output(result) for result in results if not isinstance(result, Discarded)]
+        outputs = [self._output(result) for result in results]
         checkpoint: str | None = None
         for result in results:
             if isinstance(result, Final | Discarded):
@@ -106,15 +109,26 @@ class SttHandler:
             self._listen_entry = None
         return checkpoint
 
-    def _output(self, result: SpeechStart | Partial | Final) -> Output:
+    def _output(self, result: SpeechStart | SpeechProgress | Partial | Final | Discarded) -> Output:
         sid = self.ctx.sid
         event: ev.Event
         if isinstance(result, SpeechStart):
             event = ev.SpeechStarted(
                 call_sid=sid, utterance_id=result.utterance_id, first_voiced_arrived=result.first_voiced_arrived
             )
+        elif isinstance(result, SpeechProgress):
+            event = ev.SpeechProgress(
+                call_sid=sid,
+                utterance_id=result.utterance_id,
+                first_voiced_arrived=result.first_voiced_arrived,
+                voiced_ms=result.voiced_ms,
+                prob=result.prob,
+                text=result.text,
+            )
         elif isinstance(result, Partial):
             event = ev.TranscriptPartial(call_sid=sid, utterance_id=result.utterance_id, text=result.text)
+        elif isinstance(result, Discarded):
+            event = ev.SpeechEnded(call_sid=sid, utterance_id=result.utterance_id, voiced_ms=result.voiced_ms)
         else:
             event = ev.TranscriptFinal(
                 call_sid=sid,

@@ -74,7 +74,7 @@ def address_flow(turn: Turn, order: Order, prefix: list[str]) -> Reply:
             "change_address",
             ask=[_ASK],
             pending="new_address",
-            expect="free",
+            expect="address",
         )
     if order.status == "shipped":
         carrier = f" with {order.carrier}" if order.carrier else ""
@@ -138,7 +138,7 @@ def _again(turn: Turn, sentences: list[str]) -> Reply:
         "change_address",
         ask=["Please say the new address again: the street address, the city and the ZIP code."],
         pending="new_address",
-        expect="free",
+        expect="address",
     )
 
 

@@ -19,6 +19,9 @@ Invariants:
   chunks of those turns that arrive later are dropped (counted in ``stale_chunks``), never sent.
 - Taking audio from the queue and sending it happen under one lock, so a ``clear`` is never overtaken by audio of
   a cleared turn, and a mark of a cleared sentence is never sent.
+- ``pause(up_to_turn)`` holds the audio of turns ``<= up_to_turn`` (nothing more of them is sent; Twilio plays out at
+  most ``max_lead_ms``) without dropping it; ``resume()`` sends on from the same byte, ``clear`` drops it. Audio of
+  later turns is never held. The gap a pause leaves is not an underrun.
 - An *underrun* is a gap inside a turn: a frame of an already-started turn is sent after Twilio's queue ran dry.
 """
 
@@ -133,6 +136,8 @@ class Pacer:
         self._closed = False
         self._play_end = 0.0
         self._cleared_up_to = -1
+        self._paused_up_to = -1
+        self._resumed = False
         self._last_key = (-1, -1)
         self._marks: dict[str, _Sentence] = {}
         self._played: dict[int, bool] = {}
@@ -147,6 +152,8 @@ class Pacer:
         """Chunks dropped because their turn was cleared or their sentence had already ended."""
         self.cleared_bytes = 0
         """Queued bytes dropped by :meth:`clear`."""
+        self.pauses = 0
+        """Times :meth:`pause` held a turn's audio."""
         self.error: BaseException | None = None
         """The exception that stopped the pacer (e.g. the socket closed), if any."""
 
@@ -203,6 +210,8 @@ class Pacer:
                     kept.append(sentence)
             self._queue = kept
             self._cleared_up_to = max(self._cleared_up_to, up_to_turn)
+            if self._paused_up_to <= up_to_turn:
+                self._paused_up_to = -1
             self.cleared_bytes += dropped
             for turn in [t for t in self._waiters if t <= up_to_turn]:
                 self._resolve(turn, False)
@@ -211,6 +220,26 @@ class Pacer:
             await self._send(frame)
         self._wake.set()
         return dropped
+
+    def pause(self, up_to_turn: int) -> None:
+        """Hold the audio of turns ``<= up_to_turn``: nothing more of them is sent until :meth:`resume` (which sends
+        on from the same byte) or :meth:`clear` (which drops it). What Twilio already holds (at most
+        ``max_lead_ms``) still plays. Later turns are not held."""
+        if up_to_turn > self._cleared_up_to and up_to_turn > self._paused_up_to:
+            self._paused_up_to = up_to_turn
+            self.pauses += 1
+
+    def resume(self, up_to_turn: int | None = None) -> None:
+        """End a :meth:`pause` (of turns ``<= up_to_turn``, or any): their audio is sent on from where it stopped."""
+        if self._paused_up_to >= 0 and (up_to_turn is None or up_to_turn >= self._paused_up_to):
+            self._paused_up_to = -1
+            self._resumed = True
+            self._wake.set()
+
+    @property
+    def paused(self) -> bool:
+        """Audio of some turn is held by :meth:`pause`."""
+        return self._paused_up_to >= 0
 
     def on_mark_echo(self, name: str) -> bool:
         """Account for a mark echoed by Twilio; returns whether its audio played (see ``MediaConnection``)."""
@@ -280,6 +309,8 @@ class Pacer:
                     await self._wake.wait()
                 elif head.remaining == 0:
                     await self._send_mark(head)
+                elif head.turn_no <= self._paused_up_to:
+                    await self._wake.wait()
                 else:
                     due = self._play_end - (self._max_lead - self.frame_bytes / SAMPLE_RATE)
                     if self._clock.now() < due:
@@ -299,6 +330,8 @@ class Pacer:
         async with self._lock:
             if not self._queue or self._queue[0] is not head or head.remaining == 0:
                 return  # cleared meanwhile
+            if head.turn_no <= self._paused_up_to:
+                return  # paused meanwhile
             n = min(self.frame_bytes, head.remaining)
             payload = bytes(head.buf[head.pos : head.pos + n])
             head.pos += n
@@ -308,10 +341,11 @@ class Pacer:
                 self.first_frame_ms[head.turn_no] = sent_ms = self._wall()
                 if self._on_first_frame is not None:
                     self._on_first_frame(head.turn_no, sent_ms)
-            elif now > self._play_end + 0.001:
+            elif now > self._play_end + 0.001 and not self._resumed:
                 self.underruns += 1
                 self.underrun_seconds += now - self._play_end
             self._play_end = max(self._play_end, now) + n / SAMPLE_RATE
+            self._resumed = False
             self.frames_sent += 1
             self.bytes_sent += n
             if head.pos > 64 * self.frame_bytes:  # keep the buffer small on long sentences
