@@ -188,6 +188,8 @@ class ChatSession:
     """``agent ended`` or ``transferred`` once the agent ended the call."""
     transfer_to: str | None = None
     _utterances: int = 0
+    _heard: tuple[int, int] | None = None
+    """The last turn printed and its last sentence, not yet reported heard."""
     _positions: dict[str, str] = field(default_factory=dict)
     _says: dict[int, dict[int, ev.Say]] = field(default_factory=dict)
     _intents: dict[int, str] = field(default_factory=dict)
@@ -248,6 +250,13 @@ class ChatSession:
                     recognized_at=now,
                 )
             ]
+        if self._heard is not None:
+            # the caller read the whole reply before answering: say so as the gateway does when Twilio echoes the
+            # last mark (brain then knows this line answers it, and does not take it for an interruption)
+            turn, seq = self._heard
+            self._heard = None
+            heard = ev.Mark(call_sid=sid, name=f"t{turn}-s{seq}", turn_no=turn, seq=seq, played=True)
+            events.insert(0, heard)
         outputs = [Output(keys.events(sid), ev.encode(e), maxlen=keys.EVENTS_MAXLEN) for e in events]
         await self.bus.publish(outputs, ttl_ms=keys.CALL_TTL_MS)
         return await self._next_turn(line.raw, f"turn {self.turn + 1} (the answer to {line.raw!r})")
@@ -289,6 +298,7 @@ class ChatSession:
         says = self._says.pop(turn)
         control = self._control.pop(turn, None)
         self.turn = turn
+        self._heard = (turn, max(says))
         result = ChatTurn(
             turn=turn,
             caller=caller,
