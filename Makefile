@@ -7,7 +7,8 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 demo: bootstrap ## start the whole stack on embedded defaults and place a simulated call
 	uv run voxcart demo
 
-test: bootstrap lint typecheck ## everything CI runs
+test: bootstrap lint typecheck ## everything CI runs (installs Debian's prometheus for the observability test)
+	bash scripts/prometheus.sh
 	uv run pytest -q
 
 bootstrap:
@@ -24,6 +25,7 @@ unit: bootstrap
 	uv run pytest -q -m "not e2e"
 
 e2e: bootstrap
+	bash scripts/prometheus.sh
 	uv run pytest -q -m e2e
 
 up: bootstrap

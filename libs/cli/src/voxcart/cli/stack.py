@@ -60,6 +60,8 @@ class Stack:
     env: Mapping[str, str] = field(default_factory=dict)
     log_path: str | None = None
     processes: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+    metrics_ports: dict[str, list[int]] = field(default_factory=dict)
+    """Each worker process's ``METRICS_PORT`` (a free port picked per process), in :attr:`processes` order."""
     _redis: LocalRedis | None = None
     _log: IO[bytes] | None = None
 
@@ -86,6 +88,9 @@ class Stack:
             env["TWILIO_AUTH_TOKEN"] = DEV_AUTH_TOKEN
         env["REPLICA_ID"] = f"{svc}-{index}-{os.getpid()}"
         env.setdefault("LOG_FORMAT", "text")
+        if svc != "gateway":
+            env["METRICS_PORT"] = str(free_port())
+            self.metrics_ports.setdefault(svc, []).append(int(env["METRICS_PORT"]))
         out: IO[bytes] | None = self._log
         proc: subprocess.Popen[bytes] = subprocess.Popen(
             [sys.executable, "-m", "voxcart.cli.main", "serve", svc],
@@ -95,6 +100,14 @@ class Stack:
         )
         self.processes.setdefault(svc, []).append(proc)
         return proc
+
+    def metrics_targets(self) -> dict[str, list[str]]:
+        """``host:port`` of every live process's ``/metrics`` by service: the gateway on its HTTP port."""
+        targets = {"gateway": [f"127.0.0.1:{self.port}"]}
+        for svc, ports in self.metrics_ports.items():
+            procs = self.processes[svc]
+            targets[svc] = [f"127.0.0.1:{port}" for port, proc in zip(ports, procs, strict=True) if proc.poll() is None]
+        return targets
 
     def wait_ready(self, timeout: float) -> None:
         """Wait for the gateway's /healthz and for every worker to have joined its consumer group."""

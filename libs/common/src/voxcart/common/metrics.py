@@ -63,7 +63,14 @@ BUS_FRAME_AGE = Histogram(
 BUS_BACKLOG = Gauge("voxcart_bus_backlog_entries", "Entries read but not yet processed.", ["svc"])
 LEASE_ACQUIRED = Counter("voxcart_lease_acquired_total", "Call leases acquired.", ["svc", "reason"])
 LEASE_LOST = Counter("voxcart_lease_lost_total", "Call leases lost (renewal failed).", ["svc"])
-DEDUPE_HITS = Counter("voxcart_dedupe_hits_total", "Duplicates dropped.", ["scope"])
+DEDUPE_HITS = Counter(
+    "voxcart_dedupe_hits_total",
+    "Duplicates dropped: a retried webhook (``webhook``), an entry whose explicit stream id Redis refused "
+    "(``stream_id``).",
+    ["scope"],
+)
+for _scope in ("webhook", "stream_id"):  # exported at 0 from the start
+    DEDUPE_HITS.labels(_scope)
 DLQ_TOTAL = Counter("voxcart_dlq_total", "Entries sent to a dead-letter stream.", ["svc"])
 OWNED_CALLS = Gauge("voxcart_owned_calls", "Calls this replica owns.", ["svc"])
 COMMITS = Counter("voxcart_commits_total", "Fenced commits by result.", ["svc", "result"])

@@ -131,6 +131,8 @@ class Worker:
         )
         self._stop = asyncio.Event()
         self._backlog = BUS_BACKLOG.labels(svc)
+        for result in ("ok", "fenced"):  # exported at 0 from the start
+            COMMITS.labels(svc, result)
         self.health = HealthServer(settings.host, settings.metrics_port, lambda: self.ownership.healthy)
 
     async def _acquired(self, sid: str, reason: str) -> None:

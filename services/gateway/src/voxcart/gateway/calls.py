@@ -13,6 +13,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from prometheus_client import Gauge
+
 from voxcart.common import events as ev
 from voxcart.common.bus import Bus, BusError, Output, keys
 from voxcart.common.bus.writer import Writer
@@ -25,6 +27,8 @@ __all__ = ["CallRegistry"]
 
 log = logging.getLogger("voxcart.gateway.calls")
 
+ACTIVE_CALLS = Gauge("voxcart_active_calls", "Media sockets open on this gateway process.")
+
 
 class CallRegistry:
     """Live calls of this gateway process and their bus plumbing."""
@@ -35,6 +39,7 @@ class CallRegistry:
         """Called with the CallSid once a call's end is on the bus (the call records hook)."""
         self.writer = Writer(bus, ttl_ms=keys.CALL_TTL_MS)
         self.sessions: dict[str, CallSession] = {}
+        ACTIVE_CALLS.set_function(lambda: len(self.sessions))
         self._block_ms = block_ms
         self._tasks: list[asyncio.Task[None]] = []
         self._latency_writes: set[asyncio.Task[None]] = set()

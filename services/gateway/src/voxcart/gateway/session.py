@@ -52,6 +52,11 @@ BARGE_IN_PAUSE = Histogram(
 )
 FRAMES_IN = Counter("voxcart_ws_frames_in_total", "Media Streams frames received, by event.", ["event"])
 STALE_DROPPED = Counter("voxcart_stale_audio_chunks_total", "Outbound chunks dropped because their turn was cleared.")
+REPLY_DELIVERY = Histogram(
+    "voxcart_turn_reply_delivery_seconds",
+    "Synthesis start of a reply's first sentence to its first frame sent (synthesis, the audio.out hop, pacing).",
+    buckets=LATENCY_BUCKETS,
+)
 
 _END_WAIT_S = 60.0
 PAUSE_MAX_S = 3.0
@@ -97,6 +102,7 @@ class CallSession:
         self._remember_transfer = remember_transfer
         self._transfer_call = transfer_call
         self._reply_to_voiced: dict[int, float] = {}
+        self._synth_started: dict[int, float] = {}
         self.pacer = Pacer(conn, send, on_first_frame=self._first_frame)
         self.audio_in = keys.audio_in(self.sid)
         self.events = keys.events(self.sid)
@@ -138,12 +144,17 @@ class CallSession:
             latency = (sent_ms - voiced) / 1000
             TURN_LATENCY.observe(latency)
             self._record_latency(self.sid, turn_no, latency)
+        started = self._synth_started.pop(turn_no, 0.0)
+        if started > 0:
+            REPLY_DELIVERY.observe(max(0.0, (sent_ms - started) / 1000))
 
     async def deliver(self, event: ev.Event) -> None:
         """Act on one entry of this call's ``audio.out`` or ``control`` stream."""
         if isinstance(event, ev.AudioChunk):
             if event.reply_to_voiced:
                 self._reply_to_voiced.setdefault(event.turn_no, event.reply_to_voiced)
+            if event.synth_started and event.turn_no not in self.pacer.first_frame_ms:
+                self._synth_started.setdefault(event.turn_no, event.synth_started)
             accepted = self.pacer.push(
                 event.turn_no,
                 event.seq,

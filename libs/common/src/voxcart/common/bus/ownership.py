@@ -96,6 +96,10 @@ class Ownership:
         self._draining = False
         self._last_renew_ok = time.monotonic()
         self._gauge = OWNED_CALLS.labels(svc)
+        for reason in ("claimed", "takeover"):  # exported at 0 from the start, so rates and alerts see them
+            LEASE_ACQUIRED.labels(svc, reason)
+        LEASE_LOST.labels(svc)
+        DLQ_TOTAL.labels(svc)
 
     @property
     def healthy(self) -> bool:

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 
-from ..metrics import BUS_BATCH_SIZE, BUS_PUBLISH_SECONDS
+from ..metrics import BUS_BATCH_SIZE, BUS_PUBLISH_SECONDS, DEDUPE_HITS
 from ..tasks import cancel_and_wait
 from .base import Bus, BusError, Output
 
@@ -99,7 +99,10 @@ class Writer:
             BUS_PUBLISH_SECONDS.observe(time.perf_counter() - started)
             BUS_BATCH_SIZE.observe(len(batch))
             self._known |= fresh
-            self.rejected += sum(1 for i in ids if i is None)
+            refused = sum(1 for i in ids if i is None)
+            self.rejected += refused
+            if refused:
+                DEDUPE_HITS.labels("stream_id").inc(refused)
             # Entries dropped from the left during the round trip were part of this batch.
             for _ in range(max(0, len(batch) - (self.dropped - dropped_before))):
                 self._queue.popleft()

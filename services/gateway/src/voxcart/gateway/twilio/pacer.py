@@ -35,6 +35,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from prometheus_client import Counter
+
 from voxcart.common.audio import SAMPLE_RATE
 from voxcart.common.events import now_ms
 from voxcart.common.tasks import cancel_and_wait
@@ -44,6 +46,10 @@ __all__ = ["Clock", "LoopClock", "Pacer", "mark_name", "parse_mark_name"]
 
 log = logging.getLogger("voxcart.gateway.pacer")
 _MARK = re.compile(r"^t(\d+)-s(\d+)$")
+
+FRAMES_OUT = Counter("voxcart_ws_frames_out_total", "Media Streams frames sent, by event.", ["event"])
+UNDERRUNS = Counter("voxcart_pacing_underruns_total", "Frames of a started turn sent after Twilio's queue ran dry.")
+UNDERRUN_SECONDS = Counter("voxcart_pacing_underrun_seconds_total", "Silence the caller heard inside turns.")
 
 
 def mark_name(turn_no: int, seq: int) -> str:
@@ -218,6 +224,7 @@ class Pacer:
             frame = self._conn.clear_frame()
             self._play_end = self._clock.now()
             await self._send(frame)
+            FRAMES_OUT.labels("clear").inc()
         self._wake.set()
         return dropped
 
@@ -344,6 +351,8 @@ class Pacer:
             elif now > self._play_end + 0.001 and not self._resumed:
                 self.underruns += 1
                 self.underrun_seconds += now - self._play_end
+                UNDERRUNS.inc()
+                UNDERRUN_SECONDS.inc(now - self._play_end)
             self._play_end = max(self._play_end, now) + n / SAMPLE_RATE
             self._resumed = False
             self.frames_sent += 1
@@ -352,6 +361,7 @@ class Pacer:
                 del head.buf[: head.pos]
                 head.pos = 0
             await self._send(frame)
+            FRAMES_OUT.labels("media").inc()
 
     async def _send_mark(self, head: _Sentence) -> None:
         async with self._lock:
@@ -362,3 +372,4 @@ class Pacer:
             frame = self._conn.mark_frame(name)
             self._marks[name] = head
             await self._send(frame)
+            FRAMES_OUT.labels("mark").inc()
