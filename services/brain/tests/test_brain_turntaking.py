@@ -1,5 +1,5 @@
-"""The turn-taking decisions (pure): onsets pause, sustained or stop-word speech interrupts, backchannels and
-scraps are ignored, noise onsets are debounced."""
+"""The turn-taking decisions (pure): onsets pause only when the policy asks (and are then debounced after noise),
+sustained or stop-word speech interrupts, backchannels, scraps and music are ignored."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from voxcart.brain.turntaking import (
 )
 
 P = Policy()
+PAUSING = Policy(pause_on_onset=True)
 
 
 @pytest.mark.parametrize(
@@ -32,20 +33,25 @@ def test_brain_words_with_content_are_not_backchannels(text: str) -> None:
     assert not is_backchannel(text)
 
 
-def test_brain_onset_pauses_only_while_the_agent_speaks() -> None:
-    assert on_onset(True, 10_000.0, Barge(), P) == "pause"
+def test_brain_onset_changes_nothing_by_default() -> None:
+    assert on_onset(True, 10_000.0, Barge(), P) == "none"  # a backchannel's onset looks like an interruption's
     assert on_onset(False, 10_000.0, Barge(), P) == "none"
+
+
+def test_brain_onset_pauses_only_while_the_agent_speaks_when_asked_to() -> None:
+    assert on_onset(True, 10_000.0, Barge(), PAUSING) == "pause"
+    assert on_onset(False, 10_000.0, Barge(), PAUSING) == "none"
 
 
 def test_brain_repeated_noise_onsets_are_debounced() -> None:
     barge = Barge()
-    remember_noise(barge, 10_000.0, P)
-    assert on_onset(True, 11_000.0, barge, P) == "pause"  # one noise onset: still pause on the next
-    remember_noise(barge, 11_000.0, P)
-    assert on_onset(True, 12_000.0, barge, P) == "none"  # hold music: two noise onsets in 5 s
-    assert on_onset(True, 16_500.0, barge, P) == "pause"  # the window has passed
+    remember_noise(barge, 10_000.0, PAUSING)
+    assert on_onset(True, 11_000.0, barge, PAUSING) == "pause"  # one noise onset: still pause on the next
+    remember_noise(barge, 11_000.0, PAUSING)
+    assert on_onset(True, 12_000.0, barge, PAUSING) == "none"  # hold music: two noise onsets in 5 s
+    assert on_onset(True, 16_500.0, barge, PAUSING) == "pause"  # the window has passed
     for t in range(20):
-        remember_noise(barge, 20_000.0 + t, P)
+        remember_noise(barge, 20_000.0 + t, PAUSING)
     assert len(barge.noise_at) <= 8
 
 
@@ -82,6 +88,22 @@ def test_brain_final_while_speaking_interrupts_unless_a_scrap() -> None:
     assert on_final(True, "where is my order", 0.9, 900.0, P) == "interrupt"
     assert on_final(True, "an item", 0.2, 400.0, P) == "ignore"  # a short low-confidence scrap
     assert on_final(True, "an item i want", 0.2, 1200.0, P) == "interrupt"  # long: the caller means it
+
+
+@pytest.mark.parametrize(
+    ("prob", "expected"),
+    [
+        (0.66, "ignore"),  # the bench's hold-music tones, which the recognizer heard as "old" (0.98)
+        (0.69, "ignore"),
+        (0.7, "interrupt"),
+        (0.95, "interrupt"),  # the caller's voice
+        (None, "interrupt"),  # no progress seen: the words decide
+    ],
+)
+def test_brain_a_final_of_music_does_not_interrupt(prob: float | None, expected: str) -> None:
+    assert on_final(True, "old", 0.98, 300.0, P, prob=prob) == expected
+    assert on_final(True, "where is my order", 0.9, 980.0, P, prob=prob) == expected
+    assert on_final(False, "old", 0.98, 300.0, P, prob=prob) == "none"  # not speaking: answered as usual
 
 
 def test_brain_heard_and_cut_keeps_what_played_and_the_cut_sentence() -> None:

@@ -1,6 +1,7 @@
-"""BrainHandler turn-taking on a MemoryBus: an onset pauses the agent, sustained speech cuts the turn once (cancel +
-clear), noise and backchannels resume it unanswered, the memory of a cut reply is what the caller heard, and
-silence re-prompts then says goodbye with a hang-up after the last turn."""
+"""BrainHandler turn-taking on a MemoryBus: an onset alone does not touch the agent (it pauses it only with
+``Policy.pause_on_onset``), sustained speech cuts the turn once (cancel + clear), noise, music and backchannels
+leave it playing (resume it if paused) unanswered, the memory of a cut reply is what the caller heard, and silence
+re-prompts then says goodbye with a hang-up after the last turn."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from voxcart.brain import worker as worker_mod
 from voxcart.brain.dialog import Dialog, DialogState
 from voxcart.brain.store import FixedClock, SqliteStore, demo_seed_path
+from voxcart.brain.turntaking import Policy
 from voxcart.brain.worker import BrainHandler
 from voxcart.common import events as ev
 from voxcart.common.bus import Entry, MemoryBus, Output, keys
@@ -65,9 +67,9 @@ def started(uid: str, at: float = 10_000.0) -> ev.SpeechStarted:
     return ev.SpeechStarted(call_sid=SID, utterance_id=uid, first_voiced_arrived=at)
 
 
-def progress(uid: str, voiced: float, text: str = "", at: float = 10_000.0) -> ev.SpeechProgress:
+def progress(uid: str, voiced: float, text: str = "", at: float = 10_000.0, prob: float = 0.95) -> ev.SpeechProgress:
     return ev.SpeechProgress(
-        call_sid=SID, utterance_id=uid, first_voiced_arrived=at, voiced_ms=voiced, prob=0.95, text=text
+        call_sid=SID, utterance_id=uid, first_voiced_arrived=at, voiced_ms=voiced, prob=prob, text=text
     )
 
 
@@ -92,7 +94,15 @@ def kinds(events: list[ev.Event]) -> list[tuple[str, int]]:
     return [(type(e).__name__, getattr(e, "turn_no", -1)) for e in events if not isinstance(e, ev.Say | ev.Hangup)]
 
 
-async def test_brain_noise_onset_pauses_then_resumes_the_agent(handler: BrainHandler) -> None:
+async def test_brain_noise_onset_leaves_the_agent_playing(handler: BrainHandler) -> None:
+    await send(handler, started("u1"))
+    await send(handler, ev.SpeechEnded(call_sid=SID, utterance_id="u1", voiced_ms=120.0))
+    assert await control(handler) == []
+    assert not [e for e in await tts(handler) if isinstance(e, ev.Cancel)]
+
+
+async def test_brain_noise_onset_pauses_then_resumes_the_agent_when_asked_to(handler: BrainHandler) -> None:
+    handler.policy = Policy(pause_on_onset=True)
     await send(handler, started("u1"))
     await send(handler, ev.SpeechEnded(call_sid=SID, utterance_id="u1", voiced_ms=120.0))
     assert kinds(await control(handler)) == [("Pause", 1), ("Resume", 1)]
@@ -108,9 +118,9 @@ async def test_brain_sustained_speech_cuts_the_turn_once_and_is_answered(handler
     await send(handler, started("u1"))
     await send(handler, progress("u1", 200.0))  # could still be "uh huh"
     await send(handler, progress("u1", 400.0))  # or "mm hmm"
-    assert kinds(await control(handler)) == [("Pause", 1)]
+    assert kinds(await control(handler)) == []
     await send(handler, progress("u1", 600.0))
-    assert kinds(await control(handler)) == [("Pause", 1), ("Clear", 1)]
+    assert kinds(await control(handler)) == [("Clear", 1)]
     clear = (await control(handler))[-1]
     assert isinstance(clear, ev.Clear) and clear.voiced_arrived == 10_000.0
     assert [e.turn_no for e in await tts(handler) if isinstance(e, ev.Cancel)] == [1]
@@ -119,7 +129,7 @@ async def test_brain_sustained_speech_cuts_the_turn_once_and_is_answered(handler
 
     await send(handler, progress("u1", 800.0))
     await send(handler, final("u1", "what did you say"))
-    assert kinds(await control(handler)) == [("Pause", 1), ("Clear", 1)]  # cut once only
+    assert kinds(await control(handler)) == [("Clear", 1)]  # cut once only
     repeat = [e.text for e in await tts(handler) if isinstance(e, ev.Say) and e.turn_no == 2]
     assert repeat == greeting[:2]  # "you were saying": what was heard, from where it was cut
 
@@ -127,19 +137,36 @@ async def test_brain_sustained_speech_cuts_the_turn_once_and_is_answered(handler
 async def test_brain_words_interrupt_early(handler: BrainHandler) -> None:
     await send(handler, started("u1"))
     await send(handler, progress("u1", 200.0, "wait"))
-    assert kinds(await control(handler)) == [("Pause", 1), ("Clear", 1)]
+    assert kinds(await control(handler)) == [("Clear", 1)]
 
 
-async def test_brain_backchannel_final_resumes_and_is_not_answered(handler: BrainHandler) -> None:
+@pytest.mark.parametrize("pausing", [False, True])
+async def test_brain_backchannel_final_is_not_answered(handler: BrainHandler, pausing: bool) -> None:
+    handler.policy = Policy(pause_on_onset=pausing)
     await send(handler, started("u1"))
     await send(handler, progress("u1", 200.0, "uh"))
     await send(handler, final("u1", "uh huh", ms=300.0))
-    assert kinds(await control(handler)) == [("Pause", 1), ("Resume", 1)]
+    assert kinds(await control(handler)) == ([("Pause", 1), ("Resume", 1)] if pausing else [])
     assert {e.turn_no for e in await tts(handler) if isinstance(e, ev.Say)} == {1}  # no reply
     assert handler.state.turn_no == 1 and "u1" in handler.state.answered
 
 
+async def test_brain_music_the_recognizer_made_words_of_is_not_answered(handler: BrainHandler) -> None:
+    await send(handler, started("u1"))
+    await send(handler, progress("u1", 200.0, prob=0.66))  # hold-music tones: Silero is unsure
+    await send(handler, final("u1", "old", ms=260.0, confidence=0.98))  # the bench's tones, as recognized
+    assert await control(handler) == []
+    assert {e.turn_no for e in await tts(handler) if isinstance(e, ev.Say)} == {1}  # no reply
+    # the caller's voice saying the same is answered
+    await send(handler, started("u2", 14_000.0))
+    await send(handler, progress("u2", 200.0, prob=0.95, at=14_000.0))
+    await send(handler, final("u2", "old", at=14_000.0, ms=260.0, confidence=0.98))
+    assert kinds(await control(handler)) == [("Clear", 1)]
+    assert handler.state.turn_no == 2
+
+
 async def test_brain_repeated_noise_stops_pausing(handler: BrainHandler) -> None:
+    handler.policy = Policy(pause_on_onset=True)
     for k, at in enumerate([10_000.0, 11_000.0, 12_000.0]):
         await send(handler, started(f"n{k}", at))
         await send(handler, ev.SpeechEnded(call_sid=SID, utterance_id=f"n{k}"))
@@ -218,7 +245,7 @@ async def test_brain_a_yes_during_the_closing_question_answers_it(handler: Brain
     await send(handler, started("u1"))
     await send(handler, final("u1", "yeah", ms=240.0))
     assert handler.state.turn_no == 2, "the answer to the question was not ignored as a backchannel"
-    assert kinds(await control(handler)) == [("Pause", 1), ("Clear", 1)]  # the question's tail is cut
+    assert kinds(await control(handler)) == [("Clear", 1)]  # the question's tail is cut
 
 
 async def test_brain_a_yes_to_a_one_sentence_question_is_answered(dialog: Dialog) -> None:

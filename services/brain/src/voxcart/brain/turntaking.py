@@ -5,11 +5,12 @@ Pure decisions, no I/O: the worker feeds them the stt events of the caller's spe
 acts on the :data:`Action` they return.
 
 The policy (a good human agent's):
-- **Onset** while the agent speaks: ``"pause"`` at once. The gateway holds the agent's audio (reversible: nothing
-  is dropped) so the agent falls silent within the pacer's lead, as a person does when the other starts talking.
-  Repeated onsets that all turned out to be noise (hold music, a noisy room) are debounced: after
-  :attr:`Policy.noise_onsets` of them within :attr:`Policy.noise_window_ms`, an onset no longer pauses (the
-  caller's words still interrupt).
+- **Onset** while the agent speaks: nothing by default. A backchannel's onset cannot be told from an
+  interruption's, and holding the agent's audio until the backchannel's final (its end silence, 560 ms, plus
+  decoding) stopped the agent for 0.7-1.0 s on every backchannel in the barge-in bench, longer than a listener
+  takes for "the agent stopped". With :attr:`Policy.pause_on_onset` the onset ``"pause"``s instead (the gateway
+  holds the agent's audio, reversibly); repeated onsets that all turned out to be noise are then debounced:
+  after :attr:`Policy.noise_onsets` of them within :attr:`Policy.noise_window_ms`, an onset no longer pauses.
 - **Progress** (the caller still speaking, confident voice): ``"interrupt"`` after :attr:`Policy.word_voiced_ms` if
   the words so far include one that is not a backchannel word ("where", "no", "hold") nor one of the
   :data:`EARLY_AMBIGUOUS_WORDS`, after twice that with any such word, after :attr:`Policy.interrupt_voiced_ms`
@@ -17,9 +18,11 @@ The policy (a good human agent's):
   Measured with the piper caller voice and the demo store's language model, the words at 200 ms of voice were
   "where" (where is my order), "no" (no that's wrong), "all" (hold on), "how" (sorry), but "i" (uh huh),
   "am" (mm hmm), "yeah", "sure", and "but" (okay: the one false interruption of that set).
-- **Final** while the agent speaks (and no interruption yet): a backchannel ("uh huh", "okay", "right", "sure")
-  or a short low-confidence scrap is ``"ignore"``d (the agent carries on; it is not answered); anything else
-  ``"interrupt"``s and is answered.
+- **Final** while the agent speaks (and no interruption yet): a backchannel ("uh huh", "okay", "right", "sure"),
+  a short low-confidence scrap, or an utterance whose speech probability at its last progress was below
+  :attr:`Policy.min_prob` (hold music and tones: Silero gave the bench's tones 0.60-0.68, the caller voice
+  0.93-0.99, while the recognizer made words of the tones, "old" at 0.98 confidence) is ``"ignore"``d (the
+  agent carries on; it is not answered); anything else ``"interrupt"``s and is answered.
 - **Ended** (an onset without words: a cough, a door): ``"resume"`` if it paused the agent.
 
 Invariants:
@@ -90,6 +93,9 @@ class Policy:
     noise_onsets: int = 2
     """Onsets that ended as noise within :attr:`noise_window_ms` after which onsets stop pausing the agent."""
     noise_window_ms: float = 5000.0
+    pause_on_onset: bool = False
+    """Hold the agent's audio at every onset while it speaks (see the module policy: off, backchannels then stop
+    the agent for longer than they last)."""
 
     def __post_init__(self) -> None:
         for name in ("interrupt_voiced_ms", "word_voiced_ms", "scrap_ms", "noise_window_ms"):
@@ -115,6 +121,8 @@ class Barge(msgspec.Struct, kw_only=True):
     """The agent turn that utterance paused (0: none)."""
     interrupted_turn: int = 0
     """The last agent turn cut by a barge-in (cancel + clear already sent)."""
+    prob: float = -1.0
+    """That utterance's mean speech probability at its latest ``speech.progress`` (-1: none yet)."""
     noise_at: list[float] = msgspec.field(default_factory=list)
     """First-voiced times of recent onsets that turned out to be noise or a backchannel (for the debounce)."""
 
@@ -126,7 +134,8 @@ def is_backchannel(text: str) -> bool:
 
 
 def on_onset(speaking: bool, voiced_at: float, barge: Barge, policy: Policy) -> Action:
-    """``speech.started``: pause the agent if it is speaking (unless recent onsets were all noise).
+    """``speech.started``: pause the agent if it is speaking and :attr:`Policy.pause_on_onset` is set (unless recent
+    onsets were all noise).
 
     Args:
         speaking: the agent's latest turn has not finished playing and was not interrupted.
@@ -134,7 +143,7 @@ def on_onset(speaking: bool, voiced_at: float, barge: Barge, policy: Policy) -> 
         barge: the call's turn-taking state (read only).
         policy: the thresholds.
     """
-    if not speaking:
+    if not speaking or not policy.pause_on_onset:
         return "none"
     recent = [t for t in barge.noise_at if 0 <= voiced_at - t <= policy.noise_window_ms]
     return "none" if len(recent) >= policy.noise_onsets else "pause"
@@ -163,12 +172,26 @@ def on_progress(speaking: bool, voiced_ms: float, prob: float, text: str, policy
     return "none"
 
 
-def on_final(speaking: bool, text: str, confidence: float, voiced_ms: float, policy: Policy) -> Action:
+def on_final(
+    speaking: bool, text: str, confidence: float, voiced_ms: float, policy: Policy, *, prob: float | None = None
+) -> Action:
     """``transcript.final`` while the agent may be speaking: ``"none"`` (not speaking: answer as usual),
-    ``"ignore"`` (a backchannel or a scrap: carry on, do not answer) or ``"interrupt"`` (cut the turn, answer)."""
+    ``"ignore"`` (a backchannel, a scrap, or music: carry on, do not answer) or ``"interrupt"`` (cut the turn,
+    answer).
+
+    Args:
+        speaking: as for :func:`on_onset`.
+        text: the final's words.
+        confidence: its confidence.
+        voiced_ms: its voiced span (first to last voiced frame).
+        policy: the thresholds.
+        prob: the utterance's mean speech probability at its latest ``speech.progress``; ``None`` if it had none.
+    """
     if not speaking:
         return "none"
     if is_backchannel(text):
+        return "ignore"
+    if prob is not None and prob < policy.min_prob:
         return "ignore"
     if confidence < policy.min_confidence and voiced_ms < policy.scrap_ms:
         return "ignore"

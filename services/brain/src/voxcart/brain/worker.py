@@ -8,11 +8,12 @@ Invariants:
 - Turn numbers are allocated from the state; a reply's ``say`` sentences go out in one commit, first sentence
   first, and tts renders them as they arrive.
 - Timers (DTMF entry, silence re-prompt) act under the same lock as entries, so they never interleave.
-- Barge-in (rules mode) follows ``turntaking``: a caller onset while the agent speaks pauses its audio at the
-  gateway (``pause``, reversible); sustained speech or a real final cuts the turn (``cancel`` to tts, ``clear`` to
-  the gateway) once; a backchannel final or an onset that ends without words resumes it (``resume``) and is not
-  answered, except during the last sentence of a turn that asks something (there "yeah" is the answer). The
-  turn-taking state is committed with the rest, so a takeover continues it.
+- Barge-in (rules mode) follows ``turntaking``: sustained speech or a real final cuts the turn (``cancel`` to tts,
+  ``clear`` to the gateway) once; a backchannel final, music (low speech probability) or an onset that ends
+  without words is not answered, and resumes the agent (``resume``) if its onset paused it (``pause`` at the
+  gateway, reversible; only with ``Policy.pause_on_onset``), except during the last sentence of a turn that asks
+  something (there "yeah" is the answer). The turn-taking state is committed with the rest, so a takeover
+  continues it.
 - A final that continues the previous one (the caller paused mid-sentence, the reply to the first half was cut
   before any of it played) is merged: the dialog goes back to before the first half and answers both as one.
 - What the caller heard: marks echoed as played move ``heard`` (turn, sentence); when a turn is cut, the
@@ -181,8 +182,10 @@ class BrainHandler:
                 return
             voiced_ms = event.last_voiced_arrived - event.first_voiced_arrived + 20.0
             speaking = self._agent_speaking() and not self._answer_expected()
-            action = on_final(speaking, event.text, event.confidence, voiced_ms, self.policy)
-            if action == "ignore":  # a backchannel or a scrap: the agent carries on, nothing is answered
+            barge = self.state.barge
+            prob = barge.prob if barge.utterance_id == event.utterance_id and barge.prob >= 0 else None
+            action = on_final(speaking, event.text, event.confidence, voiced_ms, self.policy, prob=prob)
+            if action == "ignore":  # a backchannel, a scrap or music: the agent carries on, nothing is answered
                 self.state.answered = [*self.state.answered[-19:], event.utterance_id]
                 remember_noise(self.state.barge, event.first_voiced_arrived, self.policy)
                 outputs = [*self._resume(event.utterance_id), self._caller_record(event)]
@@ -263,16 +266,19 @@ class BrainHandler:
         if isinstance(event, ev.SpeechStarted):
             self._cancel_timer()  # the caller is talking: no silence re-prompt
             if self._agent_speaking():
-                barge.utterance_id, barge.onset_at, barge.paused_turn = (
+                barge.utterance_id, barge.onset_at, barge.paused_turn, barge.prob = (
                     event.utterance_id,
                     event.first_voiced_arrived,
                     0,
+                    -1.0,
                 )
             if on_onset(self._agent_speaking(), event.first_voiced_arrived, barge, self.policy) == "pause":
                 barge.paused_turn = st.turn_no
                 pause = ev.Pause(call_sid=self.ctx.sid, turn_no=st.turn_no, voiced_arrived=event.first_voiced_arrived)
                 outputs.append(Output(keys.control(self.ctx.sid), ev.encode(pause), maxlen=keys.CONTROL_MAXLEN))
         elif isinstance(event, ev.SpeechProgress):
+            if barge.utterance_id == event.utterance_id:
+                barge.prob = event.prob
             action = on_progress(self._agent_speaking(), event.voiced_ms, event.prob, event.text, self.policy)
             if action == "interrupt":
                 barge.utterance_id = event.utterance_id
