@@ -372,15 +372,21 @@ class BrainHandler:
                 call_sid=sid, speaker="agent", text=reply.text, turn_no=turn, intent=reply.intent, started=decided
             )
             outputs.append(Output(keys.turns(sid), ev.encode(agent), maxlen=keys.TURNS_MAXLEN))
-        if reply.transfer_to:
-            transfer = ev.Transfer(call_sid=sid, after_turn=self.state.turn_no, number=reply.transfer_to)
-            outputs.append(Output(keys.control(sid), ev.encode(transfer), maxlen=keys.CONTROL_MAXLEN))
-            self.state.finished = True
-        elif reply.end_call:
-            hangup = ev.Hangup(call_sid=sid, after_turn=self.state.turn_no)
-            outputs.append(Output(keys.control(sid), ev.encode(hangup), maxlen=keys.CONTROL_MAXLEN))
-            self.state.finished = True
+        outputs += self._ending(reply)
         await self.ctx.commit(outputs, checkpoint, self._state_blob())
+
+    def _ending(self, reply: Reply) -> list[Output]:
+        """The transfer or hang-up a reply ends the call with (after its last turn has played), if any."""
+        sid, after = self.ctx.sid, self.state.turn_no
+        event: ev.Event
+        if reply.transfer_to:
+            event = ev.Transfer(call_sid=sid, after_turn=after, number=reply.transfer_to)
+        elif reply.end_call:
+            event = ev.Hangup(call_sid=sid, after_turn=after)
+        else:
+            return []
+        self.state.finished = True
+        return [Output(keys.control(sid), ev.encode(event), maxlen=keys.CONTROL_MAXLEN)]
 
     # -- LLM mode ------------------------------------------------------------------------------------------------
     async def _answer_llm(self, agent: LlmAgent, event: ev.TranscriptFinal, checkpoint: dict[str, str]) -> None:
@@ -471,14 +477,7 @@ class BrainHandler:
                 started=ev.now_ms(),
             )
             outputs.append(Output(keys.turns(sid), ev.encode(agent), maxlen=keys.TURNS_MAXLEN))
-        if reply.transfer_to:
-            transfer = ev.Transfer(call_sid=sid, after_turn=self.state.turn_no, number=reply.transfer_to)
-            outputs.append(Output(keys.control(sid), ev.encode(transfer), maxlen=keys.CONTROL_MAXLEN))
-            self.state.finished = True
-        elif reply.end_call:
-            hangup = ev.Hangup(call_sid=sid, after_turn=self.state.turn_no)
-            outputs.append(Output(keys.control(sid), ev.encode(hangup), maxlen=keys.CONTROL_MAXLEN))
-            self.state.finished = True
+        outputs += self._ending(reply)
         self.state.answered = [*self.state.answered[-19:], event.utterance_id]
         self.state.speaking = None
         await self.ctx.commit(outputs, checkpoint, self._state_blob())
