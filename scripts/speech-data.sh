@@ -4,6 +4,8 @@
 #   asterisk-core-sounds-en      the transcripts: /usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz
 # Debian/Ubuntu only (apt). Safe to run again: it installs only what is missing.
 set -euo pipefail
+# shellcheck source=apt-install.sh
+source "$(dirname "$0")/apt-install.sh"
 
 WAV_DIR=/usr/share/asterisk/sounds/en_US_f_Allison
 TRANSCRIPTS=/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz
@@ -17,23 +19,8 @@ for pkg in "${PACKAGES[@]}"; do
 done
 
 if [ ${#missing[@]} -gt 0 ]; then
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "speech-data: apt-get not found; this data comes from Debian packages: ${missing[*]}" >&2
-    echo "  on another system, copy ${WAV_DIR} and ${TRANSCRIPTS} from a Debian machine" >&2
-    exit 1
-  fi
-  if [ "$(id -u)" = 0 ]; then
-    SUDO=()
-  elif command -v sudo >/dev/null 2>&1; then
-    SUDO=(sudo)
-  else
-    echo "speech-data: need root to install ${missing[*]}; run as root:" >&2
-    echo "  apt-get update && apt-get install -y ${missing[*]}" >&2
-    exit 1
-  fi
-  echo "speech-data: installing ${missing[*]} (apt)" >&2
-  "${SUDO[@]}" apt-get update -qq
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_install speech-data "this data comes from Debian packages: ${missing[*]}
+  on another system, copy ${WAV_DIR} and ${TRANSCRIPTS} from a Debian machine" "${missing[@]}"
 fi
 
 if [ ! -d "$WAV_DIR" ] || [ ! -f "$TRANSCRIPTS" ]; then
