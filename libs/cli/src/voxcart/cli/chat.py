@@ -47,6 +47,7 @@ from voxcart.common.localredis import LocalRedis
 from voxcart.common.settings import Settings
 from voxcart.common.tasks import cancel_and_wait
 from voxcart.common.worker import Worker
+from voxcart.gateway.twilio.pacer import mark_name
 
 if TYPE_CHECKING:
     from voxcart.brain.app import BrainWorker
@@ -255,7 +256,7 @@ class ChatSession:
             # last mark (brain then knows this line answers it, and does not take it for an interruption)
             turn, seq = self._heard
             self._heard = None
-            heard = ev.Mark(call_sid=sid, name=f"t{turn}-s{seq}", turn_no=turn, seq=seq, played=True)
+            heard = ev.Mark(call_sid=sid, name=mark_name(turn, seq), turn_no=turn, seq=seq, played=True)
             events.insert(0, heard)
         outputs = [Output(keys.events(sid), ev.encode(e), maxlen=keys.EVENTS_MAXLEN) for e in events]
         await self.bus.publish(outputs, ttl_ms=keys.CALL_TTL_MS)
