@@ -38,17 +38,20 @@ DASHBOARD = ROOT / "observability" / "grafana" / "dashboards" / "voxcart.json"
 SERVICES = ("gateway", "stt", "brain", "tts")
 METRIC_MODULES = (
     "voxcart.gateway.app",
+    "voxcart.gateway.twilio.rest",
     "voxcart.stt.worker",
     "voxcart.stt.fallback",
+    "voxcart.stt.deepgram",
     "voxcart.brain.worker",
     "voxcart.brain.llm",
     "voxcart.brain.dialog",
     "voxcart.tts.worker",
     "voxcart.tts.voice",
     "voxcart.tts.phrase_cache",
+    "voxcart.tts.elevenlabs",
 )
 """Modules that define the services' metrics at import."""
-ALLOWED_LABELS = {"svc", "reason", "scope", "event", "provider", "voice", "result", "outcome"}
+ALLOWED_LABELS = {"svc", "reason", "scope", "event", "provider", "voice", "result", "outcome", "stream", "decision"}
 """Every label a voxcart metric may carry: each has a small, fixed set of values."""
 RATE_INTERVAL = "1m"
 """What Grafana's ``$__rate_interval`` becomes when the test asks Prometheus directly."""
@@ -285,3 +288,18 @@ async def test_prometheus_returns_data_for_every_dashboard_query(stack: Stack, t
     for title in ("CPU per service", "Memory per service"):
         jobs = {series["metric"]["job"] for series in results[panels[title]["{{job}}"]]}
         assert jobs == set(SERVICES), f"{title} covers {sorted(jobs)}"
+    consumed = {("stt", "audio.in"), ("brain", "events"), ("tts", "tts"), ("gateway", "audio.out")}
+    consumed |= {(svc, "lifecycle") for svc in ("stt", "brain", "tts")}
+    lag = {
+        (s["metric"]["svc"], s["metric"]["stream"]): float(s["value"][1])
+        for s in results[panels["Bus lag per stream (p95)"]["{{svc}} {{stream}}"]]
+    }
+    for pair in sorted(consumed):
+        assert math.isfinite(lag.get(pair, math.nan)) and lag[pair] >= 0, f"bus lag of {pair} not measured: {lag}"
+    backlog = panels["Bus backlog per stream"]
+    waiting = {(s["metric"]["svc"], s["metric"]["stream"]) for s in results[backlog["{{svc}} {{stream}}"]]}
+    assert consumed - waiting == {(svc, "lifecycle") for svc in ("stt", "brain", "tts")}, f"backlog series: {waiting}"
+    groups = {s["metric"]["svc"] for s in results[backlog["{{svc}} lifecycle"]]}
+    assert groups == {"stt", "brain", "tts"}, f"lifecycle backlog of {groups}"
+    providers = {s["metric"]["provider"] for s in results[panels["Provider requests"]["{{provider}} {{result}}"]]}
+    assert {"llm", "twilio"} <= providers, f"provider request series: {providers}"

@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from voxcart.common.audio import FRAME_BYTES, SAMPLE_RATE
 from voxcart.common.events import Expect
+from voxcart.common.metrics import ProviderMetrics, status_result
 
 from .deepgram_protocol import (
     CLOSE_STREAM,
@@ -59,6 +60,10 @@ __all__ = ["DeepgramCallStt"]
 log = logging.getLogger("voxcart.stt.deepgram_call")
 
 _RESEND_CHUNK = SAMPLE_RATE
+METRICS = ProviderMetrics("stt", "deepgram", fallback=True)
+"""``voxcart_provider_requests_total{provider="deepgram"}``: one request per connection attempt, counted when it
+ends: refused or failed at the handshake (``auth``, ``rate_limited``, ``timeout``, ``error``), lost (``dropped``),
+or closed by us (``ok``); the handshake time is its first response."""
 """Bytes per binary frame when the buffered audio is sent again after a reconnect (1 s)."""
 
 
@@ -214,10 +219,12 @@ class DeepgramCallStt:
         headers = {"Authorization": f"Token {p.api_key}"}
         where = f"call {self.call_sid}: {p.url}"
         for attempt in (1, 2):
+            started = time.monotonic()
             try:
                 ws = await connect(url, additional_headers=headers, open_timeout=p.timeout_s, compression=None)
             except InvalidStatus as exc:
                 status, hdrs = exc.response.status_code, exc.response.headers
+                METRICS.request(status_result(status))
                 detail = describe_handshake(status, hdrs.get("dg-request-id", "-"), exc.response.body)
                 if status in (401, 403):
                     raise _Rejected(f"deepgram: {where}: {detail}; check DEEPGRAM_API_KEY") from exc
@@ -228,9 +235,12 @@ class DeepgramCallStt:
                     continue
                 raise ProviderError(f"deepgram: {where}: {detail}") from exc
             except TimeoutError as exc:
+                METRICS.request("timeout")
                 raise ProviderError(f"deepgram: {where}: no handshake within {p.timeout_s:g} s") from exc
             except (OSError, InvalidHandshake, InvalidURI) as exc:
+                METRICS.request("error")
                 raise ProviderError(f"deepgram: {where}: cannot connect: {exc!r}") from exc
+            METRICS.first_response(time.monotonic() - started)
             self._sent_keyterms = list(self._keyterms)
             return ws
         raise AssertionError("unreachable")
@@ -290,6 +300,7 @@ class DeepgramCallStt:
         await asyncio.gather(*tasks, return_exceptions=True)
         ws, self._ws = self._ws, None
         if ws is not None:
+            METRICS.request("ok" if self._closing else "dropped")
             ws.transport.abort()
 
     async def _send_audio(self, sent: SentEntry) -> None:

@@ -22,6 +22,7 @@ from prometheus_client import Counter
 
 from voxcart.common.audio import SAMPLE_RATE
 from voxcart.common.events import Expect
+from voxcart.common.metrics import PROVIDER_FALLBACKS
 
 from .provider import CallStt, ProviderError, SttProvider
 from .results import Discarded, Final, RecognizerEvent, SpeechStart
@@ -33,7 +34,14 @@ log = logging.getLogger("voxcart.stt.fallback")
 FALLBACKS = Counter(
     "voxcart_stt_fallbacks_total", "Calls whose recognizer failed and went on on the fallback.", ["provider"]
 )
-"""Labelled by the provider that failed."""
+"""Labelled by the provider that failed; ``voxcart_provider_fallbacks_total{svc="stt"}`` counts the same."""
+PROVIDER_FALLBACKS.labels("stt", "deepgram")  # the primary app.py can put in front: exported at 0 from the start
+
+
+def _count_fallback(provider: str) -> None:
+    FALLBACKS.labels(provider).inc()
+    PROVIDER_FALLBACKS.labels("stt", provider).inc()
+
 
 _REMEMBERED_IDS = 1000
 """Utterance ids remembered for deduplication (a call has far fewer utterances)."""
@@ -127,7 +135,7 @@ class FallbackCallStt:
 
     async def _switch(self, error: ProviderError) -> list[RecognizerEvent]:
         """Close the primary, open the fallback and replay the kept entries into it."""
-        FALLBACKS.labels(self.primary.provider).inc()
+        _count_fallback(self.primary.provider)
         log.warning(
             "stt: %s failed (%s); going on on the fallback, replaying %d entries after %s",
             self.primary.provider,
@@ -219,7 +227,7 @@ class FallbackProvider:
         try:
             primary = self.primary.open_call(call_sid, start_after=start_after, resume=resume)
         except ProviderError as exc:
-            FALLBACKS.labels(self.primary.name).inc()
+            _count_fallback(self.primary.name)
             log.warning(
                 "stt: %s cannot open the call (%s); using the fallback",
                 self.primary.name,

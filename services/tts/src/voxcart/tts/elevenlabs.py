@@ -36,6 +36,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.protocol import State
 
 from voxcart.common.audio import FRAME_MS, SAMPLE_RATE
+from voxcart.common.metrics import ProviderMetrics
 from voxcart.tts import elevenlabs_protocol as protocol
 from voxcart.tts.elevenlabs_protocol import OUTPUT_FORMAT, TransportFailure, sentence_messages, stream_urls
 from voxcart.tts.rechunk import Rechunker
@@ -49,6 +50,9 @@ log = logging.getLogger("voxcart.tts.elevenlabs")
 _POLL_S: Final = FRAME_MS / 1000
 """How often a waiting stream looks at ``cancel`` (a :class:`threading.Event` cannot be awaited)."""
 _SPARE_MARGIN_S: Final = 5.0
+METRICS: Final = ProviderMetrics("tts", "elevenlabs", fallback=True)
+"""``voxcart_provider_requests_total{provider="elevenlabs"}``: one request per sentence per transport (websocket,
+then HTTP if that failed first), counted when it ends; its first audio is its first response."""
 _T = TypeVar("_T")
 
 
@@ -167,15 +171,17 @@ class ElevenLabsVoice:
             pump.add_done_callback(call.pumps.discard)
             rechunk = Rechunker(self.chunk_bytes)
             until = deadline
+            started, heard, result = loop.time(), False, "cancelled"
             try:
                 while True:
                     item = await self._next(queue, cancel, until)
                     if item is None:
                         return  # cancelled
                     if isinstance(item, TransportFailure):
-                        failure = item
+                        failure, result = item, item.result
                         break
                     if isinstance(item, _End):
+                        result = "ok"
                         for chunk in rechunk.finish():
                             if cancel.is_set():
                                 return
@@ -183,6 +189,9 @@ class ElevenLabsVoice:
                             yield chunk
                         return
                     until = loop.time() + self.timeout_s
+                    if not heard:
+                        heard = True
+                        METRICS.first_response(loop.time() - started)
                     for chunk in rechunk.push(item):
                         if cancel.is_set():
                             return
@@ -190,6 +199,7 @@ class ElevenLabsVoice:
                         yield chunk
             finally:
                 pump.cancel()
+                METRICS.request(result)
             if failure.final or call.ended or self._closed or yielded or transport == "HTTP":
                 raise VoiceError(
                     f"elevenlabs (voice {self.voice_id}, {transport}): {failure}"
@@ -309,7 +319,7 @@ class ElevenLabsVoice:
                     if data:
                         yield data
         except httpx.HTTPError as exc:
-            raise protocol.http_error(exc, self._scrub) from exc
+            raise protocol.http_error(exc, self._scrub, timed_out=isinstance(exc, httpx.TimeoutException)) from exc
 
     # --- plumbing -----------------------------------------------------------------------------------------
 
@@ -322,7 +332,7 @@ class ElevenLabsVoice:
         except TransportFailure as failure:
             queue.put_nowait(failure)
         except asyncio.CancelledError:
-            queue.put_nowait(TransportFailure("stopped (call ended or voice closed)"))
+            queue.put_nowait(TransportFailure("stopped (call ended or voice closed)", result="cancelled"))
             raise
         except Exception as exc:  # a bug or an unforeseen library error: still a clean VoiceError for the worker
             log.exception("elevenlabs transport failed unexpectedly")
@@ -334,7 +344,7 @@ class ElevenLabsVoice:
         while not cancel.is_set():
             remaining = until - loop.time()
             if remaining <= 0:
-                return TransportFailure(f"timeout: no audio for {self.timeout_s:g} s", final=True)
+                return TransportFailure(f"timeout: no audio for {self.timeout_s:g} s", final=True, result="timeout")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(_POLL_S, remaining)):
                     return await queue.get()

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
+from voxcart.common.metrics import status_result
+
 __all__ = [
     "OUTPUT_FORMAT",
     "Scrub",
@@ -53,11 +55,14 @@ Scrub = Callable[[str], str]
 class TransportFailure(Exception):
     """One transport failed; ``auth`` failures are final, the others may move to the next transport."""
 
-    def __init__(self, message: str, *, auth: bool = False, final: bool = False) -> None:
+    def __init__(self, message: str, *, auth: bool = False, final: bool = False, result: str = "error") -> None:
         super().__init__(message)
         self.auth = auth
         self.final = final or auth
         """No other transport may be tried (authentication, or the time budget is spent)."""
+        self.result = "auth" if auth else result
+        """How the request ended, for ``voxcart_provider_requests_total`` (``error``, ``timeout``,
+        ``rate_limited``, ``auth``, ``dropped``, ``cancelled``)."""
 
 
 def stream_urls(base_url: str, *, voice_id: str, model: str, inactivity_timeout_s: int) -> tuple[str, str]:
@@ -127,35 +132,40 @@ def server_error(detail: str, scrub: Scrub) -> TransportFailure:
 def closed_early(close_code: int | None, close_reason: str | None, scrub: Scrub) -> TransportFailure:
     """The server closed the socket before ``isFinal``."""
     reason = scrub(f"code {close_code} {close_reason or ''}".strip())
-    return TransportFailure(f"closed by the server before the end of the sentence ({reason})")
+    return TransportFailure(f"closed by the server before the end of the sentence ({reason})", result="dropped")
 
 
 def connection_dropped(exc: Exception, scrub: Scrub) -> TransportFailure:
     """The socket closed abnormally while speaking."""
     detail = scrub(str(exc))
-    return TransportFailure(f"connection dropped: {detail}", auth=_is_auth(detail))
+    return TransportFailure(f"connection dropped: {detail}", auth=_is_auth(detail), result="dropped")
 
 
 def handshake_refused(status: int, body: bytes | bytearray, scrub: Scrub) -> TransportFailure:
     """The websocket handshake got a non-101 HTTP answer."""
     detail = _detail(body, scrub)
-    return TransportFailure(f"HTTP {status} at the websocket handshake{detail}", auth=status in _AUTH_STATUSES)
+    return TransportFailure(
+        f"HTTP {status} at the websocket handshake{detail}", auth=status in _AUTH_STATUSES, result=status_result(status)
+    )
 
 
 def not_opened(exc: Exception, scrub: Scrub) -> TransportFailure:
     """The websocket could not be opened (network, timeout, protocol)."""
     detail = scrub(str(exc) or type(exc).__name__)
-    return TransportFailure(f"websocket could not be opened ({type(exc).__name__}: {detail})")
+    result = "timeout" if isinstance(exc, TimeoutError) else "error"
+    return TransportFailure(f"websocket could not be opened ({type(exc).__name__}: {detail})", result=result)
 
 
 def http_refused(status: int, body: bytes | bytearray, scrub: Scrub) -> TransportFailure:
     """The HTTP streaming request got a status other than 200."""
-    return TransportFailure(f"HTTP {status}{_detail(body, scrub)}", auth=status in _AUTH_STATUSES)
+    return TransportFailure(
+        f"HTTP {status}{_detail(body, scrub)}", auth=status in _AUTH_STATUSES, result=status_result(status)
+    )
 
 
-def http_error(exc: Exception, scrub: Scrub) -> TransportFailure:
-    """The HTTP streaming request failed (connect, read, timeout)."""
-    return TransportFailure(f"{type(exc).__name__}: {scrub(str(exc))}")
+def http_error(exc: Exception, scrub: Scrub, *, timed_out: bool = False) -> TransportFailure:
+    """The HTTP streaming request failed (connect, read, or, ``timed_out``, a timeout)."""
+    return TransportFailure(f"{type(exc).__name__}: {scrub(str(exc))}", result="timeout" if timed_out else "error")
 
 
 def unexpected(exc: Exception, scrub: Scrub) -> TransportFailure:

@@ -27,6 +27,8 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
+from voxcart.common.metrics import PROVIDER_FALLBACKS
+
 from .synth import Synthesizer
 
 __all__ = ["FallbackVoice", "ThreadedVoice", "Voice", "VoiceError", "aclosing_stream"]
@@ -38,6 +40,14 @@ FALLBACKS = Counter(
     "Sentences the fallback voice spoke instead of `voice` (it failed, or its circuit breaker was open).",
     ["voice"],
 )
+for _primary in ("piper", "elevenlabs"):  # the primaries app.py can put in front of espeak: exported at 0
+    PROVIDER_FALLBACKS.labels("tts", _primary)
+
+
+def _count_fallback(voice: str) -> None:
+    """One sentence spoken by the fallback instead of ``voice`` (also ``voxcart_provider_fallbacks_total``)."""
+    FALLBACKS.labels(voice).inc()
+    PROVIDER_FALLBACKS.labels("tts", voice).inc()
 
 
 class VoiceError(RuntimeError):
@@ -246,7 +256,7 @@ class FallbackVoice:
         probe = False
         if self._open_until is not None:
             if self.primary_skipped:
-                FALLBACKS.labels(self.primary.name).inc()
+                _count_fallback(self.primary.name)
                 async with aclosing_stream(self.fallback.synthesize(text, call_sid=call_sid, cancel=cancel)) as stream:
                     async for chunk in stream:
                         yield chunk
@@ -275,7 +285,7 @@ class FallbackVoice:
                 self._probing = False
         if cancel.is_set():
             return
-        FALLBACKS.labels(self.primary.name).inc()
+        _count_fallback(self.primary.name)
         async with aclosing_stream(self.fallback.synthesize(text, call_sid=call_sid, cancel=cancel)) as stream:
             async for chunk in stream:
                 yield chunk

@@ -85,6 +85,10 @@ class Bus(Protocol):
         self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int
     ) -> list[PendingEntry]: ...
 
+    async def group_lag(self, stream: str, group: str) -> int:
+        """Entries of ``stream`` not yet delivered to ``group`` (0 when the stream or the group does not exist)."""
+        ...
+
     # -- leases and the fenced commit -------------------------------------------------------------------
     async def acquire_lease(self, key: str, value: str, ttl_ms: int) -> bool:
         """``SET key value NX PX ttl``."""

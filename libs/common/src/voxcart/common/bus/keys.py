@@ -10,6 +10,8 @@ from typing import Literal
 
 __all__ = [
     "ACTIVE_CALLS",
+    "ADMISSION_QUEUE",
+    "ADMISSION_SEEN",
     "CALLS_INDEX",
     "CALL_TTL_MS",
     "LANGUAGE",
@@ -19,6 +21,7 @@ __all__ = [
     "Service",
     "audio_in",
     "audio_out",
+    "capacity",
     "checkpoint",
     "control",
     "dedupe",
@@ -27,8 +30,11 @@ __all__ = [
     "gen",
     "lease",
     "meta",
+    "rate_limit",
+    "reconnects",
     "started",
     "state",
+    "stream_kind",
     "tts",
     "turns",
     "sid_of",
@@ -56,6 +62,24 @@ re-prompts, goodbyes); tts synthesizes them into its phrase cache at start."""
 def workers(svc: str) -> str:
     """Zset: replica -> last heartbeat (epoch ms) of each live worker of ``svc``."""
     return f"vc:workers:{svc}"
+
+
+def capacity(svc: str) -> str:
+    """Hash: replica -> its capacity report (calls owned, at most, draining, when; ``voxcart.common.capacity``)."""
+    return f"vc:capacity:{svc}"
+
+
+ADMISSION_QUEUE = "vc:admission:{vc:calls:active}:queue"
+"""Zset: sid -> arrival (epoch ms) of each call on hold, first come first served. In ``ACTIVE_CALLS``'s Cluster
+slot (its name is the hash tag), so one script admits a call against both."""
+ADMISSION_SEEN = "vc:admission:{vc:calls:active}:seen"
+"""Zset: sid -> the last time (epoch ms) a call on hold asked again; a call not seen for long hung up."""
+
+
+def rate_limit(bucket: str) -> str:
+    """Zset: CallSid -> arrival (epoch ms) of the recent calls from one caller (``bucket``: a digest of the number,
+    or ``withheld``)."""
+    return f"vc:ratelimit:{{{bucket}}}"
 
 
 CALL_TTL_MS = 2 * 3600 * 1000
@@ -123,6 +147,11 @@ def gen(sid: str) -> str:
     return _call(sid, "gen")
 
 
+def reconnects(sid: str) -> str:
+    """Counter: ``INCR`` on each fresh stream the gateway grants a call whose media socket broke (capped)."""
+    return _call(sid, "reconnects")
+
+
 def started(sid: str) -> str:
     """Set once when ``call.started`` is published, so a retried webhook publishes nothing."""
     return _call(sid, "started")
@@ -151,6 +180,18 @@ def dlq(svc: str) -> str:
     return f"vc:dlq:{svc}"
 
 
+def stream_kind(key: str) -> str:
+    """A stream's kind, for metric labels: ``lifecycle``, or a per-call stream's name after the sid (``audio.in``,
+    ``events``…); ``other`` for anything else, so the label's values stay a small fixed set."""
+    if key == LIFECYCLE:
+        return "lifecycle"
+    kind = key.rpartition("}:")[2] if key.startswith("vc:call:{") else ""
+    return kind if kind in _STREAM_KINDS else "other"
+
+
+_STREAM_KINDS = frozenset(("audio.in", "listen", "events", "tts", "audio.out", "control"))
+
+
 def sid_of(key: str) -> str:
     """The CallSid inside a per-call key's braces."""
     start = key.index("{") + 1
@@ -169,6 +210,7 @@ def per_call_keys(sid: str) -> list[str]:
         turns(sid),
         meta(sid),
         gen(sid),
+        reconnects(sid),
     ]
     keys += [started(sid), state(sid)]
     keys += [checkpoint(svc, sid) for svc in ("stt", "brain", "tts")]

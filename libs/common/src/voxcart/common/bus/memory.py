@@ -194,6 +194,12 @@ class MemoryBus:
             claimed.append(PendingEntry(_fmt(eid), data[eid], deliveries + 1))
         return claimed
 
+    async def group_lag(self, stream: str, group: str) -> int:
+        grp = self.groups.get((stream, group))
+        if grp is None or not self._alive(stream) or stream not in self.streams:
+            return 0
+        return sum(1 for eid, _ in self.streams[stream].entries if eid > grp.last)
+
     # -- leases and the commit ---------------------------------------------------------------------------
     async def acquire_lease(self, key: str, value: str, ttl_ms: int) -> bool:
         return await self.set_nx(key, value, ttl_ms)

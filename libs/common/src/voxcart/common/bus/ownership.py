@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .. import events as ev
-from ..metrics import DLQ_TOTAL, LEASE_ACQUIRED, LEASE_LOST, OWNED_CALLS
+from ..metrics import DLQ_TOTAL, LEASE_ACQUIRED, LEASE_LOST, OWNED_CALLS, BusStreamMetrics
 from ..tasks import cancel_and_wait
 from . import keys
 from .base import Bus, BusError, Output
@@ -100,6 +100,8 @@ class Ownership:
             LEASE_ACQUIRED.labels(svc, reason)
         LEASE_LOST.labels(svc)
         DLQ_TOTAL.labels(svc)
+        self.lifecycle = BusStreamMetrics(svc, ["lifecycle"])
+        """Lag of the lifecycle entries this replica handles, and its group's backlog."""
 
     @property
     def healthy(self) -> bool:
@@ -113,6 +115,7 @@ class Ownership:
             asyncio.create_task(self._renew_loop(), name=f"{self.svc}-renew"),
             asyncio.create_task(self._claim_loop(), name=f"{self.svc}-claim"),
             asyncio.create_task(self._sweep_loop(), name=f"{self.svc}-sweep"),
+            asyncio.create_task(self._backlog_loop(), name=f"{self.svc}-backlog"),
         ]
 
     async def stop(self) -> None:
@@ -179,9 +182,21 @@ class Ownership:
         except ev.EventDecodeError as exc:
             await self.dead_letter(keys.LIFECYCLE, entry_id, "", str(exc), 1, data)
         else:
+            self.lifecycle.handled("lifecycle", event.ts, ev.now_ms())
             if isinstance(event, ev.CallStarted):
                 await self.try_acquire(event.call_sid, "claimed")
         await self.bus.ack(keys.LIFECYCLE, self.svc, [entry_id])
+
+    async def _backlog_loop(self) -> None:
+        """Export the lifecycle group's lag each second (it grows while every replica is full)."""
+        while True:
+            try:
+                self.lifecycle.set_waiting("lifecycle", await self.bus.group_lag(keys.LIFECYCLE, self.svc))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a metric must never stop the replica (healthy checks this task)
+                log.debug("lifecycle backlog not measured: %r", exc)
+            await asyncio.sleep(1.0)
 
     async def _sweep_loop(self) -> None:
         while True:

@@ -49,6 +49,27 @@ hset(KEYS[3], n_st)
 return added
 """
 
+_PUBLISH = """
+local ttl = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS do
+  local a = 2 + (i - 1) * 3
+  local res = redis.pcall('XADD', KEYS[i], 'MAXLEN', '~', ARGV[a + 1], ARGV[a], 'd', ARGV[a + 2])
+  if type(res) == 'table' and res.err then out[i] = '!' .. res.err else out[i] = res end
+end
+if ttl > 0 then
+  local seen = {}
+  for i = 1, #KEYS do
+    if not seen[KEYS[i]] then seen[KEYS[i]] = true; redis.call('PEXPIRE', KEYS[i], ttl, 'NX') end
+  end
+end
+return out
+"""
+"""``publish`` in one script call: KEYS the outputs' streams, ARGV the TTL then ``id, maxlen, data`` per output;
+each output's new id, or ``!`` and the error. One command instead of a pipeline of XADDs: redis-py spends ~3x
+less CPU per entry (measured: 4-9 us against 12-19 us at batches of 50-10), which is most of what the gateway's
+inbound audio costs it besides the websocket."""
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -82,15 +103,21 @@ class RedisBus:
 
     def __init__(self, url: str = "redis://localhost:6379/0", client: aioredis.Redis | None = None) -> None:
         self.url = url
-        self.redis: aioredis.Redis = client or aioredis.Redis.from_url(
-            url,
-            decode_responses=False,
-            socket_timeout=5.0,
-            socket_connect_timeout=3.0,
-            health_check_interval=15,
-            max_connections=64,
+        # A blocking pool: a burst of commands beyond 64 connections (a worker renewing all its leases while every
+        # call commits) waits for a free connection instead of failing with "Too many connections".
+        self.redis: aioredis.Redis = client or aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(
+                url,
+                decode_responses=False,
+                socket_timeout=5.0,
+                socket_connect_timeout=3.0,
+                health_check_interval=15,
+                max_connections=64,
+                timeout=5.0,
+            )
         )
         self._commit = self.redis.register_script(_COMMIT)
+        self._publish = self.redis.register_script(_PUBLISH)
         self._renew = self.redis.register_script(_RENEW)
         self._release = self.redis.register_script(_RELEASE)
         self._start_once = self.redis.register_script(_START_ONCE)
@@ -112,6 +139,24 @@ class RedisBus:
 
     # -- streams --------------------------------------------------------------------------------------
     async def publish(self, outputs: Sequence[Output], ttl_ms: int = 0) -> list[str | None]:
+        if not outputs:
+            return []
+        args: list[Any] = [ttl_ms]
+        for out in outputs:
+            args += (out.id, out.maxlen, out.data)
+        replies = await self._call(self._publish(keys=[out.stream for out in outputs], args=args))
+        ids: list[str | None] = []
+        for reply in replies:
+            if not reply.startswith(b"!"):
+                ids.append(_s(reply))
+            elif _TOO_SMALL in (error := reply[1:].decode(errors="replace")):
+                ids.append(None)
+            else:
+                raise BusError(f"redis: {error}")
+        return ids
+
+    async def _publish_pipelined(self, outputs: Sequence[Output], ttl_ms: int = 0) -> list[str | None]:
+        """:meth:`publish` as a pipeline of XADDs (a Cluster: a batch's streams are spread over slots)."""
         if not outputs:
             return []
         pipe = self.redis.pipeline(transaction=False)
@@ -200,6 +245,26 @@ class RedisBus:
         )
         deliveries = {_s(p["message_id"]): int(p["times_delivered"]) for p in pending}
         return [PendingEntry(_s(eid), fields.get(_FIELD, b""), deliveries.get(_s(eid), 1)) for eid, fields in claimed]
+
+    async def group_lag(self, stream: str, group: str) -> int:
+        try:
+            groups = await self.redis.xinfo_groups(stream)
+        except ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return 0
+            raise BusError(f"redis: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise BusError(f"redis: {exc}") from exc
+        for info in groups:
+            if _s(info["name"]) != group:
+                continue
+            lag = info.get("lag")
+            if lag is not None:
+                return int(lag)
+            # Redis cannot tell (entries deleted in the group's range): count what follows its position
+            after = "(" + _s(info["last-delivered-id"])
+            return len(await self._call(self.redis.xrange(stream, after, "+", count=100_000)))
+        return 0
 
     # -- leases and the commit ---------------------------------------------------------------------------
     async def acquire_lease(self, key: str, value: str, ttl_ms: int) -> bool:

@@ -40,6 +40,7 @@ from voxcart.brain.llm._memory import LlmMemory, Message, WireToolCall
 from voxcart.brain.llm._sentences import SentenceSplitter
 from voxcart.brain.llm._tools import TOOLS, ToolBox
 from voxcart.brain.store import StoreError
+from voxcart.common.metrics import PROVIDER_FALLBACKS
 
 __all__ = ["Done", "LlmAgent", "Sentence"]
 
@@ -48,6 +49,7 @@ log = logging.getLogger("voxcart.brain.llm")
 LLM_TURNS = Counter(
     "voxcart_brain_llm_turns", "LLM-mode turns by outcome: ok, or the kind of failure the rules answered", ["outcome"]
 )
+PROVIDER_FALLBACKS.labels("brain", "llm")  # a turn the rules dialog answered instead: exported at 0 from the start
 
 _ANYTHING_ELSE = "Is there anything else I can help you with?"
 
@@ -176,6 +178,7 @@ class LlmAgent:
             LLM_TURNS.labels("exception").inc()
             log.exception("LLM turn failed, the rules dialog answers", extra={"call_sid": state.call_id})
         if error is not None:
+            PROVIDER_FALLBACKS.labels("brain", "llm").inc()
             reply = self._fallback(state, tools, text, confidence)
             extra = [s for s in reply.sentences if s not in said]
             for sentence in extra:

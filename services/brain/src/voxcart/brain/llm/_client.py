@@ -22,9 +22,14 @@ from typing import Any, Final
 import httpx
 import msgspec
 
+from voxcart.common.metrics import ProviderMetrics, status_result
+
 __all__ = ["LlmClient", "LlmConfig", "LlmError", "StreamEnd", "TextDelta", "ToolCall"]
 
 _MAX_ERROR_BODY: Final = 500
+METRICS: Final = ProviderMetrics("brain", "llm", fallback=True)
+"""``voxcart_provider_requests_total{provider="llm"}``: one request per :meth:`LlmClient.stream`, counted when it
+ends; its first delta (text, or the end of a tool-call-only reply) is its first response."""
 
 
 class LlmError(Exception):
@@ -135,6 +140,32 @@ class LlmClient:
         Raises:
             LlmError: see the module invariants.
         """
+        start = time.monotonic()
+        result, answered = "cancelled", False  # "cancelled": the consumer stopped before the end
+        try:
+            async with contextlib.aclosing(self._request(messages, tools, deadline)) as items:
+                async for item in items:
+                    if not answered:
+                        answered = True
+                        METRICS.first_response(time.monotonic() - start)
+                    if isinstance(item, StreamEnd):
+                        result = "ok"
+                    yield item
+        except LlmError as exc:
+            if exc.kind == "status":
+                result = status_result(exc.status)
+            elif exc.kind == "timeout":
+                result = "timeout"
+            else:  # a connection lost once the reply flowed is a drop; anything else is an error
+                result = "dropped" if exc.kind == "connect" and answered else "error"
+            raise
+        finally:
+            METRICS.request(result)
+
+    async def _request(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]], deadline: float | None
+    ) -> AsyncGenerator[TextDelta | StreamEnd, None]:
+        """:meth:`stream` without the metrics."""
         cfg = self.config
         body: dict[str, Any] = {
             "model": cfg.model,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo
@@ -59,6 +60,7 @@ from voxcart.brain.store._rows import (
     return_from_row,
     variant_from_row,
 )
+from voxcart.common.metrics import ProviderMetrics
 from voxcart.common.seed import Customer, Order, OrderItem, Policies, Product, Return, Seed, StoreInfo, Variant
 
 __all__ = ["PostgresStore"]
@@ -70,6 +72,9 @@ _CONNECT_TIMEOUT: Final = 5
 _ORDER_COLUMNS: Final = "number, customer_id, placed, status, carrier, tracking, eta, delivered"
 _RETURN_COLUMNS: Final = "id, order_number, sku, status, refund_amount, updated"
 _MESSAGE_COLUMNS: Final = "id, caller_number, text, created, order_number"
+METRICS: Final = ProviderMetrics("brain", "postgres")
+"""``voxcart_provider_requests_total{provider="postgres"}``: one request per transaction attempt (a reconnect
+repeats it), counted when it ends; a transaction's duration is its first response."""
 
 
 class PostgresStore:
@@ -321,20 +326,34 @@ class PostgresStore:
         """``work`` in one transaction, reconnecting once if the connection was lost (see the invariants)."""
         with self._lock:
             for attempt in (1, 2):
+                started = time.monotonic()
                 if self._conn is None or self._conn.closed:
-                    self._conn = self._connect()
+                    try:
+                        self._conn = self._connect()
+                    except StoreUnavailable:
+                        METRICS.request("error")
+                        raise
                 conn = self._conn
                 try:
                     with conn.transaction():
-                        return work(conn)
+                        value = work(conn)
                 except psycopg.OperationalError as exc:
+                    timed_out = isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.ConnectionTimeout)
+                    METRICS.request("dropped" if conn.broken else "timeout" if timed_out else "error")
                     if conn.broken and attempt == 1:
                         conn.close()
                         self._conn = None
                         continue
                     raise StoreUnavailable(f"PostgreSQL {self._target}: {first_line(exc)}") from None
                 except psycopg.Error as exc:
+                    METRICS.request("error")
                     raise StoreError(f"PostgreSQL {self._target}: {first_line(exc)}") from None
+                except Exception:  # the store's own rules (an order not found...): the database did its part
+                    METRICS.request("ok")
+                    raise
+                METRICS.first_response(time.monotonic() - started)
+                METRICS.request("ok")
+                return value
             raise StoreUnavailable(f"PostgreSQL {self._target}: the connection was lost twice")
 
     def _message(self, row: Any) -> Message:

@@ -12,11 +12,13 @@ repeated on a finished call answers 4xx).
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import httpx
 import msgspec
 
+from voxcart.common.metrics import ProviderMetrics, status_result
 from voxcart.gateway.twilio.twiml import VoiceResponse
 
 __all__ = ["CallResource", "TwilioRest", "TwilioRestError"]
@@ -26,6 +28,9 @@ _CALL = re.compile(r"^CA[0-9a-fA-F]{32}$")
 _API_KEY = re.compile(r"^SK[0-9a-fA-F]{32}$")
 MAX_TWIML_CHARS = 4000
 """Twilio's limit on the ``Twiml`` parameter."""
+METRICS = ProviderMetrics("gateway", "twilio")
+"""``voxcart_provider_requests_total{provider="twilio"}``: one request per REST call; the answer is its first
+response."""
 
 
 class TwilioRestError(Exception):
@@ -124,18 +129,26 @@ class TwilioRest:
             raise ValueError(f"CallSid must be 'CA' + 32 hex digits, got {call_sid!r}")
         path = f"/2010-04-01/Accounts/{self.account_sid}/Calls/{call_sid}.json"
         what = f"Twilio call update {call_sid} ({', '.join(fields)})"
+        started = time.monotonic()
         try:
             response = await self._client.post(path, data=fields)
         except httpx.TimeoutException as exc:
+            METRICS.request("timeout")
             raise TwilioRestError(f"{what}: timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
+            METRICS.request("error")
             raise TwilioRestError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        METRICS.first_response(time.monotonic() - started)
         if response.is_error:
+            METRICS.request(status_result(response.status_code))
             raise _error(what, response)
         try:
-            return msgspec.json.decode(response.content, type=CallResource)
+            call = msgspec.json.decode(response.content, type=CallResource)
         except msgspec.MsgspecError as exc:
+            METRICS.request("error")
             raise TwilioRestError(f"{what}: answer is not Call JSON: {exc}", status=response.status_code) from exc
+        METRICS.request("ok")
+        return call
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
