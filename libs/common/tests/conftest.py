@@ -1,4 +1,4 @@
-"""The bus every contract test runs against: the in-memory fake and a real Redis."""
+"""The bus every contract test runs against: the in-memory fake, a real Redis and a real three-node Cluster."""
 
 from __future__ import annotations
 
@@ -6,15 +6,20 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from voxcart.common.bus import Bus, MemoryBus, RedisBus
+from voxcart.common.bus import Bus, ClusterBus, MemoryBus, RedisBus
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=["memory", pytest.param("redis", marks=pytest.mark.redis), pytest.param("cluster", marks=pytest.mark.redis)]
+)
 async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
     if request.param == "memory":
         yield MemoryBus()
         return
-    real = RedisBus(request.getfixturevalue("redis_url"))
+    if request.param == "cluster":
+        real: RedisBus = ClusterBus(request.getfixturevalue("redis_cluster_url"))
+    else:
+        real = RedisBus(request.getfixturevalue("redis_url"))
     await real.redis.flushdb()
     try:
         yield real

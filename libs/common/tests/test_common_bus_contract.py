@@ -1,4 +1,4 @@
-"""One contract, two buses: everything here runs against the in-memory bus and a real Redis."""
+"""One contract, three buses: everything here runs against the in-memory bus, a real Redis and a real Cluster."""
 
 from __future__ import annotations
 
@@ -75,17 +75,19 @@ async def test_leases_belong_to_their_holder(bus: Bus) -> None:
 
 
 async def test_commit_is_fenced_and_atomic(bus: Bus) -> None:
-    await bus.acquire_lease("lease", "me:1", 5000)
-    outs = [Output("out", b"a", id="1-0"), Output("out", b"b", id="1-1")]
-    assert await bus.commit("lease", "me:1", outs, "ckpt", {"in": "5-5"}, "state", {"dialog": b"\x01"}, ttl_ms=60_000)
+    # one call's keys, its sid in braces: one Cluster slot, as keys.py names them
+    lease, ckpt, state, out = "lease:{CA1}", "ckpt:{CA1}", "state:{CA1}", "out:{CA1}"
+    await bus.acquire_lease(lease, "me:1", 5000)
+    outs = [Output(out, b"a", id="1-0"), Output(out, b"b", id="1-1")]
+    assert await bus.commit(lease, "me:1", outs, ckpt, {"in": "5-5"}, state, {"dialog": b"\x01"}, ttl_ms=60_000)
     # a replay after takeover: the same outputs are dropped, the new one lands
-    replay = [Output("out", b"a", id="1-0"), Output("out", b"b", id="1-1"), Output("out", b"c", id="1-2")]
-    assert await bus.commit("lease", "me:1", replay, "ckpt", {"in": "5-9"})
+    replay = [Output(out, b"a", id="1-0"), Output(out, b"b", id="1-1"), Output(out, b"c", id="1-2")]
+    assert await bus.commit(lease, "me:1", replay, ckpt, {"in": "5-9"})
     # a zombie with a stale lease value writes nothing
-    assert not await bus.commit("lease", "zombie:0", [Output("out", b"z", id="9-0")], "ckpt", {"in": "9-9"})
-    assert [e.data for e in await bus.range("out")] == [b"a", b"b", b"c"]
-    assert await bus.hgetall("ckpt") == {"in": b"5-9"}
-    assert await bus.hgetall("state") == {"dialog": b"\x01"}
+    assert not await bus.commit(lease, "zombie:0", [Output(out, b"z", id="9-0")], ckpt, {"in": "9-9"})
+    assert [e.data for e in await bus.range(out)] == [b"a", b"b", b"c"]
+    assert await bus.hgetall(ckpt) == {"in": b"5-9"}
+    assert await bus.hgetall(state) == {"dialog": b"\x01"}
 
 
 async def test_start_call_once(bus: Bus) -> None:

@@ -69,17 +69,17 @@ async def test_takeover_after_a_crash_fences_the_zombie(bus: Bus) -> None:
     try:
         await start_call(bus, "CA9")
         await wait_for(lambda: "CA9" in a.own.owned)
-        assert await a.own.commit("CA9", [Output("out", b"one", id="1-0")], {"in": "1-0"})
+        assert await a.own.commit("CA9", [Output(keys.events("CA9"), b"one", id="1-0")], {"in": "1-0"})
         # A "crashes": its loops stop, nothing is released, its lease runs out.
         await a.own.stop()
         await b.own.start()
         await wait_for(lambda: "CA9" in b.own.owned)
         assert ("acquired", "CA9", "takeover") in b.log
         # the zombie's late commit is refused and it notices it lost the call
-        assert not await a.own.commit("CA9", [Output("out", b"zombie", id="2-0")], {"in": "2-0"})
+        assert not await a.own.commit("CA9", [Output(keys.events("CA9"), b"zombie", id="2-0")], {"in": "2-0"})
         assert ("dropped", "CA9", "lost") in a.log
-        assert await b.own.commit("CA9", [Output("out", b"two", id="2-1")], {"in": "2-1"})
-        assert [e.data for e in await bus.range("out")] == [b"one", b"two"]
+        assert await b.own.commit("CA9", [Output(keys.events("CA9"), b"two", id="2-1")], {"in": "2-1"})
+        assert [e.data for e in await bus.range(keys.events("CA9"))] == [b"one", b"two"]
     finally:
         stop.set()
         await beat

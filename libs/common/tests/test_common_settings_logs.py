@@ -179,7 +179,7 @@ def test_common_json_formatter_masks_exception_text() -> None:
 _INFO = msgspec.inspect.type_info(Settings)
 assert isinstance(_INFO, msgspec.inspect.StructType)
 _CHECKED = [f for f in _INFO.fields if not isinstance(f.type, msgspec.inspect.StrType)]
-"""Every setting whose value is more than a string: a Literal, or a bounded number."""
+"""Every setting whose value is more than a string: a Literal, a bool, or a bounded number."""
 
 
 def _bad_values(field: msgspec.inspect.Field) -> st.SearchStrategy[str]:
@@ -190,6 +190,8 @@ def _bad_values(field: msgspec.inspect.Field) -> st.SearchStrategy[str]:
     kind = field.type
     if isinstance(kind, msgspec.inspect.LiteralType):
         return junk.filter(lambda v: v not in kind.values)
+    if isinstance(kind, msgspec.inspect.BoolType):  # msgspec reads true/false/1/0, in any case
+        return junk.filter(lambda v: v.lower() not in ("true", "false", "1", "0"))
     if isinstance(kind, msgspec.inspect.IntType | msgspec.inspect.FloatType):
         out_of_range: list[st.SearchStrategy[str]] = []
         low = kind.ge if kind.ge is not None else kind.gt

@@ -42,7 +42,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import msgspec
 
 from voxcart.common import events as ev
-from voxcart.common.bus import Bus, BusError, Output, RedisBus, keys
+from voxcart.common.bus import Bus, BusError, Output, RedisBus, keys, open_bus
 from voxcart.common.localredis import LocalRedis
 from voxcart.common.settings import Settings
 from voxcart.common.tasks import cancel_and_wait
@@ -427,8 +427,8 @@ def _typed_lines(source: IO[str]) -> asyncio.Queue[str | None]:
     return queue
 
 
-async def _connect(redis_url: str) -> RedisBus:
-    bus = RedisBus(redis_url)
+async def _connect(redis_url: str, cluster: bool) -> RedisBus:
+    bus = open_bus(redis_url, cluster=cluster)
     if not await bus.ping():
         await bus.close()
         raise ChatError(f"cannot reach Redis at {redis_url} (set REDIS_URL to a Redis that answers)")
@@ -501,7 +501,7 @@ async def run_chat(
     session: ChatSession | None = None
     try:
         redis_url, server = await asyncio.to_thread(resolve_redis, settings.redis_url)
-        bus = await _connect(redis_url)
+        bus = await _connect(redis_url, settings.redis_cluster)
         serving = brain != "local" and await brain_serving(bus)
         if brain == "running" and not serving:
             raise ChatError(f"no brain replica is serving {redis_url} (start one: voxcart up, or voxcart serve brain)")

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-__all__ = ["Settings", "SettingsError", "load_settings", "read_env_file"]
+__all__ = ["UNSAFE_GUARDS", "Settings", "SettingsError", "load_settings", "read_env_file"]
 
 
 class SettingsError(ValueError):
@@ -27,6 +27,9 @@ def _default_replica() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+UNSAFE_GUARDS = ("lease", "fence", "dedupe")
+"""What ``VOXCART_UNSAFE_DISABLE`` may switch off (tests only)."""
+
 PosInt = Annotated[int, msgspec.Meta(ge=1)]
 Ms = Annotated[int, msgspec.Meta(ge=1, le=3_600_000)]
 
@@ -35,9 +38,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     """All of voxcart's settings; environment variable = attribute name in upper case."""
 
     env: Literal["development", "production"] = "development"
-    """``production`` refuses to start without ``TWILIO_AUTH_TOKEN`` and requires signed webhooks."""
+    """``production`` refuses to start without ``TWILIO_AUTH_TOKEN`` and requires signed webhooks (and the gateway
+    refuses to start without ``API_TOKEN``)."""
     redis_url: str = ""
     """Redis to use. Empty: ``voxcart up`` finds or starts one; services default to redis://localhost:6379/0."""
+    redis_cluster: bool = False
+    """``REDIS_URL`` is a node of a Redis Cluster (the others are discovered). A ``redis+cluster://`` or
+    ``rediss+cluster://`` URL says the same without this setting."""
     host: str = "0.0.0.0"
     """Interface the HTTP servers bind (use ``::`` on Railway)."""
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
@@ -74,11 +81,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     """Sentences (greetings, hold lines, re-prompts) kept synthesized per tts replica; 0 turns the cache off."""
     provider_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 3000
     """A cloud provider that does not connect or answer within this falls back to the embedded engine."""
+    tts_fallback_cooldown_ms: Annotated[int, msgspec.Meta(ge=0, le=3_600_000)] = 30_000
+    """After piper or ElevenLabs failed, every sentence goes straight to espeak-ng for this long (no provider
+    timeout on each); then one sentence probes the provider again."""
     brain_mode: Literal["rules", "llm"] = "rules"
     brain_min_confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.35
     """A transcript less confident than this is not acted on: the caller is asked again. With the embedded
     recognizer out-of-domain speech scores ~0.2 (median) and in-domain ~0.94, but short closings ("okay thank you
     goodbye") can score 0.4-0.5: below 0.5 would ask a caller who said goodbye to say it again."""
+    brain_silence_timeout_ms: Annotated[int, msgspec.Meta(ge=1000, le=120_000)] = 8000
+    """Caller silence after the agent's turn has played that brings a re-prompt ("Are you still there?"); the
+    second one in a row ends the call politely."""
+    brain_pause_on_onset: Literal["on", "off"] = "off"
+    """``on``: hold the agent's audio at every caller onset while it speaks, until the speech turns out to be an
+    interruption (cut) or not (sent on). ``off``: only sustained or worded speech stops the agent, so backchannels
+    and coughs never make it stall."""
     store_seed: str = ""
     """Path of the store seed (store.md format). Empty: the demo store shipped with voxcart."""
     store_today: str = ""
@@ -109,21 +126,76 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     """This process's name in leases and consumer groups."""
     max_calls: PosInt = 50
     """Calls one worker replica owns at most; it claims new calls only below this."""
+    admission_hold_s: Annotated[int, msgspec.Meta(ge=1, le=60)] = 5
+    """gateway: while every replica of a service is at ``MAX_CALLS``, a new call is put on hold and asks again for a
+    free line every this many seconds (FIFO: the longest waiting is admitted first)."""
+    admission_max_wait_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 120
+    """gateway: a call on hold this long is offered a call back once more (if its number is known), then ended
+    politely."""
+    call_retention_ms: Annotated[int, msgspec.Meta(ge=1000, le=7_200_000)] = 600_000
+    """gateway: how long a call's Redis keys (its streams, state, meta) are kept after the call ended (design: cut
+    to 10 min at ``call.ended``); the call record itself stays in the records store. Keep it above the records'
+    settle time (1 s). ``voxcart bench soak`` sets it short to check that every call's keys go."""
+    rate_limit_calls: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 5
+    """gateway: calls taken from one number per ``RATE_LIMIT_WINDOW_S`` (counted in Redis, across replicas); more
+    are refused politely. 0 turns the rate limit off."""
+    rate_limit_window_s: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 600
+    """gateway: the sliding window of ``RATE_LIMIT_CALLS``."""
+    rate_limit_withheld_calls: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 20
+    """gateway: calls taken per window from withheld or anonymous numbers, all of them together (they cannot be
+    told apart, so one shared, larger allowance)."""
+    media_token_secret: str = ""
+    """gateway: signs the per-call token of the media stream (the same on every gateway replica). Empty: derived
+    from ``TWILIO_AUTH_TOKEN``; with neither, a random secret per process (run one gateway replica then)."""
     lease_ttl_ms: Annotated[int, msgspec.Meta(ge=300, le=60_000)] = 3000
     """Lease lifetime; renewed every third of it."""
     sweep_interval_ms: Ms = 500
     """How often a worker looks for calls whose owner died."""
     xread_block_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
+    stt_read_interval_ms: Annotated[int, msgspec.Meta(ge=0, le=100)] = 20
+    """stt: start two reads of the owned calls' audio at least this far apart (unless the last came back empty or
+    full), so each read returns about one frame of every call instead of one frame in all: a read's cost grows with
+    the calls owned, so reading per frame grows as calls squared. Costs up to this much inbound delay; 0 reads at
+    once."""
     stt_end_silence_ms: Annotated[int, msgspec.Meta(ge=100, le=5000)] = 600
     """Silence after speech that ends the caller's turn."""
+    stt_early_end_ms: Annotated[int, msgspec.Meta(ge=0, le=5000)] = 300
+    """stt (PocketSphinx): silence after which the caller's turn ends at once if the words heard so far make a
+    complete request (not under digits/address); 0 turns it off. Has no effect at or above the end silence."""
     tts_voice: str = "en-us+f3"
     tts_rate: Annotated[int, msgspec.Meta(ge=80, le=450)] = 175
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+    voxcart_unsafe_disable: str = ""
+    """**Tests only.** Bus guards to switch off in this process's workers, comma-separated: ``lease`` (exclusive
+    ownership), ``fence`` (the commit's lease check), ``dedupe`` (explicit stream ids, dedupe keys). The failure
+    suite uses it to prove its checks catch what each guard prevents (``voxcart.common.bus.unsafe``). Refused when
+    ``ENV=production``."""
 
     @property
     def redis_dsn(self) -> str:
         return self.redis_url or "redis://localhost:6379/0"
+
+    @property
+    def unsafe_disabled(self) -> frozenset[str]:
+        """The guards ``VOXCART_UNSAFE_DISABLE`` switches off (empty normally).
+
+        Raises:
+            SettingsError: an unknown guard name, or any guard switched off with ``ENV=production``.
+        """
+        names = frozenset(n.strip() for n in self.voxcart_unsafe_disable.split(",") if n.strip())
+        unknown = sorted(names - set(UNSAFE_GUARDS))
+        if unknown:
+            raise SettingsError(
+                f"VOXCART_UNSAFE_DISABLE={self.voxcart_unsafe_disable!r}: unknown guard {', '.join(unknown)}; "
+                f"expected some of {', '.join(UNSAFE_GUARDS)} (comma-separated)"
+            )
+        if names and self.env == "production":
+            raise SettingsError(
+                f"VOXCART_UNSAFE_DISABLE={self.voxcart_unsafe_disable!r}: test-only fault injection that switches off "
+                "bus guards; refused when ENV=production"
+            )
+        return names
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -175,6 +247,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         name = message.rsplit("$.", 1)[-1].rstrip("`") if "$." in message else "settings"
         got = raw.get(name, "")
         raise SettingsError(f"{name}={got!r}: {message.split(' - at ')[0]}") from None
+    _ = settings.unsafe_disabled  # a bad or production VOXCART_UNSAFE_DISABLE stops the service here
     if settings.env == "production" and not settings.twilio_auth_token:
         raise SettingsError("TWILIO_AUTH_TOKEN: required when ENV=production (webhook signatures)")
     if settings.public_url and not _is_base_url(settings.public_url):  # here, not as a 500 at every webhook

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from voxcart.common.bus import Bus, RedisBus, keys
+from voxcart.common.bus import Bus, RedisBus, keys, open_bus
 from voxcart.common.settings import Settings
 from voxcart.common.worker import CallContext, CallHandler, Worker
 
@@ -14,6 +14,7 @@ from .dialog import Dialog, sample_utterances, vocabulary
 from .language import catalogue
 from .llm import LlmAgent, LlmClient, LlmConfig
 from .store import StoreError, build_store, demo_seed_path
+from .turntaking import Policy
 from .worker import BrainHandler
 
 __all__ = ["BrainWorker", "build_agent", "build_dialog", "build_worker", "publish_language", "run"]
@@ -88,8 +89,11 @@ def build_worker(settings: Settings, bus: Bus, dialog: Dialog | None = None) -> 
     dialog = dialog or build_dialog(settings)
     agent = build_agent(settings, dialog)
 
+    policy = Policy(pause_on_onset=settings.brain_pause_on_onset == "on")
+    silence_s = settings.brain_silence_timeout_ms / 1000
+
     async def factory(ctx: CallContext) -> CallHandler:
-        return await BrainHandler.create(ctx, dialog, agent)
+        return await BrainHandler.create(ctx, dialog, agent, policy, silence_s)
 
     # in LLM mode the worker peeks at finals as they are read, so a reply still streaming stops for a newer one
     worker = Worker(bus, "brain", settings, lambda sid: [keys.events(sid)], factory, peeks=agent is not None)
@@ -97,7 +101,7 @@ def build_worker(settings: Settings, bus: Bus, dialog: Dialog | None = None) -> 
 
 
 async def run(settings: Settings) -> None:
-    bus = RedisBus(settings.redis_dsn)
+    bus = open_bus(settings.redis_dsn, cluster=settings.redis_cluster)
     brain = build_worker(settings, bus)
     await publish_language(bus, brain.dialog)
     try:

@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import replace
 
-from voxcart.common.bus import Bus, RedisBus, keys
+from voxcart.common.bus import Bus, keys, open_bus
 from voxcart.common.settings import Settings
 from voxcart.common.tasks import cancel_and_wait
 from voxcart.common.worker import CallContext, CallHandler, Worker
@@ -79,7 +79,12 @@ def build_provider(settings: Settings, model: RecognizerModel) -> tuple[SttProvi
     Raises:
         SystemExit: the provider cannot start (a missing model folder, no API key): said at start, not mid-call.
     """
-    endpointer = EndpointerConfig(vad=settings.stt_vad, denoise=settings.stt_denoise)
+    try:
+        endpointer = EndpointerConfig(
+            vad=settings.stt_vad, denoise=settings.stt_denoise, early_end_ms=settings.stt_early_end_ms
+        )
+    except ValueError as exc:
+        raise SystemExit(f"STT_EARLY_END_MS={settings.stt_early_end_ms}: {exc}") from None
     if settings.stt_vad == "silero":
         try:
             load_silero()  # a missing model stops the replica now, not a call later
@@ -155,7 +160,7 @@ async def watch_language(
 
 
 async def run(settings: Settings) -> None:
-    bus = RedisBus(settings.redis_dsn)
+    bus = open_bus(settings.redis_dsn, cluster=settings.redis_cluster)
     language = await CallerLanguage.wait(bus)
     model = await asyncio.to_thread(language.build)
     provider, embedded = build_provider(settings, model)
@@ -163,7 +168,14 @@ async def run(settings: Settings) -> None:
     async def factory(ctx: CallContext) -> CallHandler:
         return SttHandler(ctx, provider)
 
-    worker = Worker(bus, "stt", settings, lambda sid: [keys.audio_in(sid), keys.listen(sid)], factory)
+    worker = Worker(
+        bus,
+        "stt",
+        settings,
+        lambda sid: [keys.audio_in(sid), keys.listen(sid)],
+        factory,
+        read_interval_ms=settings.stt_read_interval_ms,  # each read a batch of frames, not one
+    )
     watcher = asyncio.create_task(watch_language(bus, embedded, language.version))
     try:
         await worker.run()

@@ -25,7 +25,7 @@ import json
 import logging
 import time
 
-from voxcart.common.bus import Bus, RedisBus, keys
+from voxcart.common.bus import Bus, keys, open_bus
 from voxcart.common.settings import Settings
 from voxcart.common.tasks import cancel_and_wait
 from voxcart.common.worker import CallContext, CallHandler, Worker
@@ -59,7 +59,7 @@ def build_voice(settings: Settings) -> Voice:
     if settings.tts_provider == "espeak":
         return _cached(espeak, settings)
     primary = _piper(settings) if settings.tts_provider == "piper" else _elevenlabs(settings)
-    return FallbackVoice(_cached(primary, settings), espeak)
+    return FallbackVoice(_cached(primary, settings), espeak, cooldown_s=settings.tts_fallback_cooldown_ms / 1000)
 
 
 def _cached(voice: Voice, settings: Settings) -> Voice:
@@ -149,7 +149,7 @@ async def warm_phrases(bus: Bus, cache: PhraseCache, *, wait_s: float = 60.0, po
 
 async def run(settings: Settings) -> None:
     voice = build_voice(settings)
-    bus = RedisBus(settings.redis_dsn)
+    bus = open_bus(settings.redis_dsn, cluster=settings.redis_cluster)
     cache = phrase_cache_of(voice)
     warming = asyncio.create_task(warm_phrases(bus, cache)) if cache is not None else None
 
