@@ -3,10 +3,18 @@
 Invariants:
 - One ``XREAD`` per replica covers every owned call's input streams (never a blocking connection per call).
 - Each call's entries are handled in order, one at a time, on that call's own task; a slow call never delays
-  the reader or another call. The handler does its CPU work in a thread.
+  the reader or another call. The handler does its CPU work in a thread. A :class:`BatchHandler` is handed what
+  has queued up for its call (at most :data:`BATCH_MAX` entries, in order) in one call, so it can do one thread
+  hop per batch instead of one per entry.
+- With ``read_interval_ms`` (stt: ``STT_READ_INTERVAL_MS``) two reads start at least that far apart unless the
+  last one came back empty (it waited for data already) or full (a backlog), so under load each ``XREAD`` (whose
+  arguments grow with the calls owned) returns a batch rather than one entry: reads per second stay flat as calls
+  are added, instead of growing with them.
 - Reading starts at the call's checkpoint, so a replica that takes a call over replays what the previous owner
   had not committed; handlers drop what they already produced by deterministic ids.
-- An entry whose handling fails three times goes to the dead-letter stream and is skipped.
+- An entry whose handling fails three times goes to the dead-letter stream and is skipped; but when Redis fails
+  mid-entry (a :class:`BusError`) the entry is never handled again by the same handler: the call is released and
+  its next owner replays it from the checkpoint.
 """
 
 from __future__ import annotations
@@ -17,21 +25,26 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from . import events as ev
 from .bus import keys
 from .bus.base import Bus, BusError, Entry, Output
 from .bus.ownership import Ownership, OwnershipConfig
-from .metrics import BUS_BACKLOG, COMMITS, HealthServer
+from .bus.unsafe import without_guards
+from .capacity import CapacityReport, publish_report
+from .metrics import COMMITS, BusStreamMetrics, HealthServer
 from .settings import Settings
 from .tasks import cancel_and_wait
 
-__all__ = ["CallContext", "CallHandler", "HandlerFactory", "Worker"]
+__all__ = ["BATCH_MAX", "BatchHandler", "CallContext", "CallHandler", "HandlerFactory", "Worker"]
 
 log = logging.getLogger("voxcart.common.worker")
 
 _RETRIES = 3
+_READ_COUNT = 200
+BATCH_MAX = 50
+"""Entries of one call handed to :meth:`BatchHandler.handle_batch` at most (a second of audio)."""
 
 
 @dataclass
@@ -76,6 +89,18 @@ class CallHandler(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchHandler(CallHandler, Protocol):
+    async def handle_batch(self, items: Sequence[tuple[Entry, ev.Event]]) -> None:
+        """Handle entries in order, with the same effects as :meth:`handle` on each, in fewer hops.
+
+        If it raises :class:`BusError` the call is given up, as for :meth:`handle`. If it raises anything else,
+        the worker hands the batch's entries to :meth:`handle` one at a time (with the usual retries and the
+        dead-letter stream): so :meth:`handle` must skip an entry this already took in.
+        """
+        ...
+
+
 HandlerFactory = Callable[[CallContext], Awaitable[CallHandler]]
 InputStreams = Callable[[str], list[str]]
 
@@ -87,6 +112,10 @@ class _Call:
         self.positions = {s: ctx.checkpoint.get(s, "0-0") for s in streams}
         self.queue: asyncio.Queue[Entry] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        self.batched = isinstance(handler, BatchHandler)
+        self.given_up = False
+        """No entry is handled any more: Redis failed mid-entry (the call is being released, to be replayed from its
+        checkpoint), or a commit of the call's own task was fenced out."""
 
 
 class Worker:
@@ -99,6 +128,8 @@ class Worker:
         inputs: the input streams of a call, given its sid.
         factory: builds the handler of a newly owned call.
         peeks: call :meth:`CallHandler.peek` on every entry as it is read.
+        read_interval_ms: start two reads at least this far apart unless the last one came back empty or full (0:
+            read again at once).
     """
 
     def __init__(
@@ -109,8 +140,14 @@ class Worker:
         inputs: InputStreams,
         factory: HandlerFactory,
         peeks: bool = False,
+        read_interval_ms: int = 0,
     ) -> None:
+        if not 0 <= read_interval_ms <= 1000:
+            raise ValueError(f"Worker: read_interval_ms must be 0..1000, got {read_interval_ms}")
+        self._read_interval_s = read_interval_ms / 1000
+        bus = without_guards(bus, settings.unsafe_disabled)  # tests only: VOXCART_UNSAFE_DISABLE
         self.bus = bus
+        self._giving_up: set[asyncio.Task[None]] = set()
         self._peeks = peeks
         self.svc = svc
         self.settings = settings
@@ -130,7 +167,9 @@ class Worker:
             self._dropped,
         )
         self._stop = asyncio.Event()
-        self._backlog = BUS_BACKLOG.labels(svc)
+        # the kinds of a call's input streams do not depend on its sid: any placeholder names them
+        self.streams = BusStreamMetrics(svc, [keys.stream_kind(s) for s in inputs("-")])
+        """Lag and backlog of the input streams (``voxcart_bus_lag_seconds``, ``voxcart_bus_backlog_entries``)."""
         for result in ("ok", "fenced"):  # exported at 0 from the start
             COMMITS.labels(svc, result)
         self.health = HealthServer(settings.host, settings.metrics_port, lambda: self.ownership.healthy)
@@ -152,34 +191,94 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await call.queue.join()
-        if call.task is not None:
+        if call.task is asyncio.current_task():
+            # fenced out by a commit of its own task: cancelling (and awaiting) itself would abort the close below
+            # and the caller's bookkeeping; the task stops once the entry in hand returns
+            call.given_up = True
+        elif call.task is not None:
             await cancel_and_wait(call.task)
+        while not call.queue.empty():  # read but never handled: no longer waiting here
+            self.streams.waiting(keys.stream_kind(call.queue.get_nowait().stream), -1)
         try:
             await call.handler.close(reason)
         except Exception:
             log.exception("closing a call failed", extra={"call_sid": sid})
 
     async def _run_call(self, call: _Call) -> None:
-        while True:
-            entry = await call.queue.get()
+        while not call.given_up:
+            batch = [await call.queue.get()]
+            while call.batched and len(batch) < BATCH_MAX and not call.queue.empty():
+                batch.append(call.queue.get_nowait())
             try:
-                await self._handle(call, entry)
+                if len(batch) == 1:
+                    await self._handle(call, batch[0])
+                else:
+                    await self._handle_batch(call, batch)
             finally:
-                call.queue.task_done()
-                self._backlog.dec()
+                for entry in batch:
+                    call.queue.task_done()
+                    self.streams.waiting(keys.stream_kind(entry.stream), -1)
 
-    async def _handle(self, call: _Call, entry: Entry) -> None:
+    async def _decoded(self, call: _Call, entry: Entry) -> ev.Event | None:
+        """The entry's event (``None``: it does not decode, and went to the dead-letter stream)."""
         try:
             event = ev.decode(entry.data)
         except ev.EventDecodeError as exc:
             await self.ownership.dead_letter(entry.stream, entry.id, call.ctx.sid, str(exc), 1, entry.data)
+            return None
+        self.streams.handled(keys.stream_kind(entry.stream), event.ts, ev.now_ms())
+        return event
+
+    async def _handle_batch(self, call: _Call, batch: Sequence[Entry]) -> None:
+        assert isinstance(call.handler, BatchHandler)
+        items = [(entry, event) for entry in batch if (event := await self._decoded(call, entry)) is not None]
+        try:
+            await call.handler.handle_batch(items)
             return
+        except asyncio.CancelledError:
+            raise
+        except BusError as exc:
+            log.warning(
+                "Redis failed mid-batch (%s): replaying the call from its checkpoint",
+                exc,
+                extra={"call_sid": call.ctx.sid},
+            )
+            self._give_up(call)
+            return
+        except Exception as exc:
+            log.warning(
+                "handling a batch failed, handling it entry by entry: %r", exc, extra={"call_sid": call.ctx.sid}
+            )
+        for entry, event in items:
+            if call.given_up:
+                return
+            await self._attempts(call, entry, event)
+
+    async def _handle(self, call: _Call, entry: Entry) -> None:
+        event = await self._decoded(call, entry)
+        if event is not None:
+            await self._attempts(call, entry, event)
+
+    async def _attempts(self, call: _Call, entry: Entry, event: ev.Event) -> None:
+        """Handle one entry: retried, then dead-lettered; a :class:`BusError` gives the call up."""
         for attempt in range(1, _RETRIES + 1):
             try:
                 await call.handler.handle(entry, event)
                 return
             except asyncio.CancelledError:
                 raise
+            except BusError as exc:
+                # Redis failed mid-entry: the commit may or may not have landed, and the handler's memory has moved
+                # on either way (a final marked answered, audio fed to the recognizer), so handling the entry again
+                # here would skip or repeat what it does. Give the call up: its next owner (this replica's sweep or
+                # a peer's) replays it from the checkpoint, which the atomic commit keeps consistent.
+                log.warning(
+                    "Redis failed mid-entry (%s): replaying the call from its checkpoint",
+                    exc,
+                    extra={"call_sid": call.ctx.sid},
+                )
+                self._give_up(call)
+                return
             except Exception as exc:
                 if attempt == _RETRIES:
                     log.exception("giving up on an entry", extra={"call_sid": call.ctx.sid, "entry": entry.id})
@@ -190,15 +289,26 @@ class Worker:
                 log.warning("handling failed, retrying: %r", exc, extra={"call_sid": call.ctx.sid})
                 await asyncio.sleep(0.05 * 2**attempt)
 
+    def _give_up(self, call: _Call) -> None:
+        """Stop handling ``call`` and release it (on a task of its own: the release cancels the call's task)."""
+        if call.given_up:
+            return
+        call.given_up = True
+        task = asyncio.create_task(self.ownership.release(call.ctx.sid, "lost"), name=f"{self.svc}-give-up")
+        self._giving_up.add(task)
+        task.add_done_callback(self._giving_up.discard)
+
     async def _read_loop(self) -> None:
         block = self.settings.xread_block_ms
+        loop = asyncio.get_running_loop()
         while not self._stop.is_set():
             positions = {s: p for call in self.calls.values() for s, p in call.positions.items()}
             if not positions:
                 await asyncio.sleep(block / 1000)
                 continue
+            started = loop.time()
             try:
-                entries = await self.bus.read(positions, count=200, block_ms=block)
+                entries = await self.bus.read(positions, count=_READ_COUNT, block_ms=block)
             except BusError as exc:
                 log.warning("read failed: %s", exc)
                 await asyncio.sleep(0.2)
@@ -215,16 +325,28 @@ class Worker:
                     except ev.EventDecodeError:
                         pass  # dead-lettered when handled
                 call.queue.put_nowait(entry)
-                self._backlog.inc()
+                self.streams.waiting(keys.stream_kind(entry.stream), 1)
+            # an empty read waited for data already; a full one means a backlog: read on at once after either
+            if self._read_interval_s and 0 < len(entries) < _READ_COUNT:
+                wait = started + self._read_interval_s - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
 
     async def _heartbeat(self) -> None:
         """Tell the gateway this replica is alive (readiness, and capacity for overload decisions)."""
         while True:
             try:
                 await self.bus.zadd(keys.workers(self.svc), {self.settings.replica_id: ev.now_ms()})
+                await self._report_capacity()
             except BusError as exc:
                 log.warning("heartbeat failed: %s", exc)
             await asyncio.sleep(1.0)
+
+    async def _report_capacity(self) -> None:
+        """Calls owned and at most (none once stopping), for the gateway's admission control."""
+        owned, draining = len(self.ownership.owned), self._stop.is_set()
+        report = CapacityReport(owned, self.settings.max_calls, draining, int(ev.now_ms()))
+        await publish_report(self.bus, self.svc, self.settings.replica_id, report)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -249,6 +371,8 @@ class Worker:
             await self._stop.wait()
         finally:
             log.info("draining %d calls", len(self.calls))
+            with contextlib.suppress(BusError):
+                await self._report_capacity()  # draining: no room for new calls here
             await self.ownership.drain()
             await cancel_and_wait(reader, beat)
             with contextlib.suppress(BusError):

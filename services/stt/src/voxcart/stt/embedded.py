@@ -29,6 +29,9 @@ class PocketsphinxCallStt:
     async def feed(self, entry_id: str, ulaw: bytes, arrived: float) -> list[RecognizerEvent]:
         return await asyncio.to_thread(self.recognizer.feed, entry_id, ulaw, arrived)
 
+    def feed_blocking(self, entry_id: str, ulaw: bytes, arrived: float) -> list[RecognizerEvent]:
+        return self.recognizer.feed(entry_id, ulaw, arrived)
+
     def listen(self, expect: Expect, keyterms: Sequence[str] = ()) -> None:
         self.recognizer.listen(expect, keyterms)
 

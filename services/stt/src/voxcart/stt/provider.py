@@ -18,13 +18,13 @@ Contract of every :class:`CallStt`:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from voxcart.common.events import Expect
 
 from .results import RecognizerEvent
 
-__all__ = ["CallStt", "ProviderError", "SttProvider"]
+__all__ = ["BlockingFeed", "CallStt", "ProviderError", "SttProvider"]
 
 
 class ProviderError(RuntimeError):
@@ -69,6 +69,16 @@ class CallStt(Protocol):
 
     async def aclose(self) -> None:
         """Release the call's resources (decoder, websocket). Idempotent."""
+        ...
+
+
+@runtime_checkable
+class BlockingFeed(Protocol):
+    """A :class:`CallStt` whose decoding is CPU work on the calling thread (the embedded engines): the worker feeds
+    it a run of frames in one thread hop rather than one hop per frame."""
+
+    def feed_blocking(self, entry_id: str, ulaw: bytes, arrived: float) -> list[RecognizerEvent]:
+        """:meth:`CallStt.feed` on the calling thread (never call it on the event loop)."""
         ...
 
 
