@@ -14,6 +14,7 @@ from voxcart.common import events as ev
 from voxcart.common.bus import MemoryBus, Output, keys
 from voxcart.common.settings import load_settings
 from voxcart.gateway.app import create_app
+from voxcart.gateway.media_token import MediaTokens
 from voxcart.gateway.records_sqlite import SqliteRecordStore
 from voxcart.gateway.twilio.signature import compute_signature
 
@@ -103,7 +104,10 @@ async def test_gw_app_voice_signed_returns_connect_stream(gw: Gateway) -> None:
     assert stream is not None
     assert stream.attrib["url"] == "wss://gw.example.com/twilio/media"
     params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
-    assert params == {"call_sid": SID}
+    assert params == {
+        "call_sid": SID,
+        "token": MediaTokens.from_settings(load_settings({"TWILIO_AUTH_TOKEN": TOKEN}, env_file=None)).issue(SID),
+    }
 
 
 async def test_gw_app_voice_retry_is_idempotent(gw: Gateway) -> None:

@@ -18,9 +18,11 @@ import websockets
 from voxcart.common.bus import MemoryBus
 from voxcart.common.settings import load_settings
 from voxcart.gateway.app import DrainingServer, create_app, listen_sockets
+from voxcart.gateway.media_token import MediaTokens
 from voxcart.gateway.records_sqlite import SqliteRecordStore
 
 CALL_SID = "CA" + "4" * 32
+SETTINGS = load_settings({"MEDIA_TOKEN_SECRET": "drain-test-media-secret"}, env_file=None)
 STREAM_SID = "MZ" + "5" * 32
 START = {
     "event": "start",
@@ -31,7 +33,7 @@ START = {
         "accountSid": "AC" + "2" * 32,
         "callSid": CALL_SID,
         "tracks": ["inbound"],
-        "customParameters": {"call_sid": CALL_SID},
+        "customParameters": {"call_sid": CALL_SID, "token": MediaTokens.from_settings(SETTINGS).issue(CALL_SID)},
         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
     },
 }
@@ -45,7 +47,7 @@ class Running:
 
 
 async def _running(drain_s: float) -> AsyncIterator[Running]:
-    app = create_app(load_settings({}, env_file=None), bus=MemoryBus(), records=SqliteRecordStore(":memory:"))
+    app = create_app(SETTINGS, bus=MemoryBus(), records=SqliteRecordStore(":memory:"))
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = DrainingServer(uvicorn.Config(app, lifespan="on", log_level="warning"), app.state.registry, drain_s)

@@ -46,6 +46,7 @@ from voxcart.common import events as ev
 from voxcart.common.bus import MemoryBus, keys
 from voxcart.common.settings import load_settings
 from voxcart.gateway.app import _MAX_FRAME, MEDIA_PATH, create_app
+from voxcart.gateway.media_token import PARAMETER, MediaTokens
 from voxcart.gateway.records_sqlite import SqliteRecordStore
 from voxcart.gateway.twilio.connection import IllegalTransition, MediaConnection, SocketState
 from voxcart.gateway.twilio.media import Connected, Media, MediaProtocolError, Start, Stop, decode_frame
@@ -55,6 +56,9 @@ ACCOUNT = "AC" + "e" * 32
 GOOD_CALL = "CA" + "600d" * 8
 WS_MAX_SIZE = _MAX_FRAME * 2
 """As :func:`voxcart.gateway.app.serve` configures uvicorn: a bigger message never reaches the app."""
+SETTINGS = load_settings({"MEDIA_TOKEN_SECRET": "fuzz-media-secret"}, env_file=None)
+TOKENS = MediaTokens.from_settings(SETTINGS)
+"""The live gateway's media tokens: ``start`` frames carry their call's token (mutations may break it: 1008)."""
 FUZZ = settings(derandomize=True, database=None, deadline=None, print_blob=False)
 Frame = str | bytes
 Doc = dict[str, Any]
@@ -76,7 +80,7 @@ def start(seq: int | str, call_sid: str) -> Doc:
             "accountSid": ACCOUNT,
             "callSid": call_sid,
             "tracks": ["inbound"],
-            "customParameters": {"call_sid": call_sid},
+            "customParameters": {"call_sid": call_sid, PARAMETER: TOKENS.issue(call_sid)},
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
         },
     }
@@ -410,7 +414,8 @@ class Outcome:
     sent: int
     """Frames the server reads (the rest would follow a close)."""
     close: int | None
-    """1003 (protocol error), 1009 (over uvicorn's size limit), 1000 (``stop``: the socket ends), or None (open)."""
+    """1003 (protocol error), 1008 (no media token for its call), 1009 (over uvicorn's size limit), 1000 (``stop``: the
+    socket ends), or None (open)."""
 
 
 def predict(frames: list[Frame]) -> Outcome:
@@ -425,6 +430,8 @@ def predict(frames: list[Frame]) -> Outcome:
             msg = conn.receive(frame)
         except MediaProtocolError:
             return Outcome(i + 1, 1003)
+        if isinstance(msg, Start) and TOKENS.refusal(msg.start.call_sid, msg.start.custom_parameters.get(PARAMETER)):
+            return Outcome(i + 1, 1008)
         if isinstance(msg, Stop):
             return Outcome(i + 1, 1000)
     return Outcome(len(frames), None)
@@ -486,7 +493,7 @@ class LiveGateway:
 
     def __init__(self) -> None:
         self.bus = MemoryBus()
-        self.app = create_app(load_settings({}, env_file=None), bus=self.bus, records=SqliteRecordStore(":memory:"))
+        self.app = create_app(SETTINGS, bus=self.bus, records=SqliteRecordStore(":memory:"))
         config = uvicorn.Config(
             self.app,
             host="127.0.0.1",
@@ -601,7 +608,7 @@ def test_gw_fuzz_media_socket_closes_only_the_offender(live: tuple[LiveGateway, 
         # after ``stop`` the handler returns and uvicorn drops the connection (no close frame: code None)
         expected = (1000, None) if outcome.close == 1000 else (outcome.close,)
         assert code in expected, (code, outcome, frames[outcome.sent - 1][:200])
-        if outcome.close == 1003:
+        if outcome.close in (1003, 1008):
             refused += 1
             assert len(records.protocol_closes()) == logged + 1  # the reason is logged once per refused socket
         assert GOOD_CALL in gateway.live_calls()

@@ -11,13 +11,16 @@ heard the reply to the item before it, while that reply goes on arriving and pla
 ``Pause`` the caller waits until the agent has been quiet for ``settle_s``; every media/mark/clear received and
 every mark echoed is appended to ``CallResult.wire`` with its time, as are the first and last voiced frames of each
 caller item (times taken right after the frame was written to the socket); protocol problems are recorded in
-``CallResult.errors``, never raised.
+``CallResult.errors``, never raised. After a :class:`Reconnect` the old socket stops playing and recording (its
+ticker and reader are gone): it only sends silence, counted in ``StreamResult.late_frames``, until the gateway
+closes it or its ``linger_s`` is up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -31,16 +34,30 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from voxcart.common.audio import FRAME_BYTES, SAMPLE_RATE, silence_ulaw, ulaw_rms
 
-from ._simulator_types import OVERLAP_KINDS, Dtmf, Line, Overlap, Pause, SimulatorError, TurnKind, TurnResult, WireEvent
+from ._simulator_types import (
+    OVERLAP_KINDS,
+    Dtmf,
+    Line,
+    Overlap,
+    Pause,
+    Reconnect,
+    SimulatorError,
+    StreamResult,
+    TurnKind,
+    TurnResult,
+    WireEvent,
+)
 
 if TYPE_CHECKING:
     from .simulator import _Call
 
-__all__ = ["TICK", "MediaStream", "sign"]
+__all__ = ["TICK", "MediaStream", "StreamEnd", "sign"]
 
 TICK = FRAME_BYTES / SAMPLE_RATE
 _SILENCE = silence_ulaw(FRAME_BYTES)
 _LATENCY_KINDS = ("greeting", "speech", "dtmf")
+StreamEnd = Literal["caller", "gateway", "reconnect"]
+"""How a socket's part of the call ended (see :attr:`StreamResult.ended_by`)."""
 """Turns whose first voiced agent frame after the caller's last one is a reply (their ``latency_s`` is set)."""
 
 
@@ -68,6 +85,8 @@ class MediaStream:
         self.closed = asyncio.Event()
         self.lock = asyncio.Lock()
         self.ws: ClientConnection | None = None
+        self.handover: Reconnect | None = None
+        self.stats = StreamResult(self.sid, "")
 
     async def send(self, event: str, body: dict[str, Any] | None = None) -> None:
         async with self.lock:
@@ -78,16 +97,27 @@ class MediaStream:
             assert self.ws is not None
             await self.ws.send(json.dumps(msg))
 
-    async def run(self) -> bool:
-        """Run the stream with the remaining caller items; ``True`` if the gateway closed the socket."""
+    async def connect(self) -> ClientConnection:
+        """Open the socket on the current replica, or the next ones that accept connections."""
         headers = {"X-Twilio-Signature": sign(self.cfg.auth_token, self.url, {})}
+        for _ in self.call.replicas:
+            try:
+                self.stats.gateway = self.call.replicas[self.call.replica]
+                return await connect(self.call._local(self.url), additional_headers=headers, compression=None)
+            except OSError:  # refused: the load balancer tries the next replica
+                self.call.next_replica()
+            except (InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                raise SimulatorError(f"media websocket {self.url} failed: {type(exc).__name__}: {exc}") from exc
+        raise SimulatorError(f"media websocket {self.url} failed: no gateway replica accepts connections")
+
+    async def run(self) -> StreamEnd:
+        """Run the stream with the remaining caller items; says how it ended."""
+        ws = await self.connect()
+        ended: StreamEnd = "gateway"
         try:
-            ws = await connect(self.call._local(self.url), additional_headers=headers, compression=None)
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-            raise SimulatorError(f"media websocket {self.url} failed: {type(exc).__name__}: {exc}") from exc
-        async with ws:
             self.ws = ws
             self.res.stream_sids.append(self.sid)
+            self.res.streams.append(self.stats)
             await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
             await self.send(
                 "start",
@@ -107,22 +137,64 @@ class MediaStream:
             tasks = [asyncio.create_task(self.ticker()), asyncio.create_task(self.reader())]
             try:
                 await self.dialog()
-                if not self.closed.is_set():
+                if self.handover is not None and not self.closed.is_set():
+                    ended = "reconnect"
+                elif not self.closed.is_set():
                     await self.send("stop", {"accountSid": self.cfg.account_sid, "callSid": self.res.call_sid})
-                    return False
-                return True
+                    ended = "caller"
             except ConnectionClosed:
-                return True
+                pass
             finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self.stats.ended_by = ended
+            if ended == "reconnect":
+                assert self.handover is not None
+                self.call.lingering.append(asyncio.create_task(self.linger(ws, self.handover.linger_s)))
+            else:
+                await ws.close()
+                self.stats.close_code = ws.close_code
+        return ended
+
+    async def linger(self, ws: ClientConnection, linger_s: float) -> None:
+        """The socket a :class:`Reconnect` replaced: silence frames until the gateway closes it, at most
+        ``linger_s`` (from the newer socket's ``start``, which the caller reaches at once)."""
+
+        async def drain() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                async for _ in ws:
+                    pass
+
+        drainer = asyncio.create_task(drain())
+        superseded = self.call.now_s()
+        try:
+            while not drainer.done() and self.call.now_s() - superseded < linger_s:
+                self.chunk += 1
+                frame = {"track": "inbound", "chunk": str(self.chunk), "timestamp": str((self.chunk - 1) * 20)}
+                try:
+                    await self.send("media", {**frame, "payload": base64.b64encode(_SILENCE).decode()})
+                except ConnectionClosed:
+                    break
+                self.stats.late_frames += 1
+                await asyncio.wait([drainer], timeout=TICK)
+            if drainer.done() or ws.close_code is not None:
+                self.stats.closed_after_s = self.call.now_s() - superseded
+        finally:
+            drainer.cancel()
+            await asyncio.gather(drainer, return_exceptions=True)
+            await ws.close()
+            self.stats.close_code = ws.close_code
 
     async def dialog(self) -> None:
         await self.await_reply(self.res.turns[-1], self.cfg.greeting_timeout_s)
         while self.call.next_item < len(self.call.items) and not self.closed.is_set():
             item = self.call.items[self.call.next_item]
             self.call.next_item += 1
+            if isinstance(item, Reconnect):
+                self.handover = item
+                return
             kind: TurnKind = (
                 "dtmf"
                 if isinstance(item, Dtmf)
@@ -156,7 +228,7 @@ class MediaStream:
         """Wait as the next item needs: an :class:`Overlap` starts while the reply plays; after an overlap or a
         pause the agent must settle; anything else waits for the whole reply and ``agent_silence_s``."""
         items, i = self.call.items, self.call.next_item
-        upcoming: Line | Dtmf | Overlap | Pause | None = items[i] if i < len(items) else None
+        upcoming: Line | Dtmf | Overlap | Pause | Reconnect | None = items[i] if i < len(items) else None
         if isinstance(upcoming, Overlap):
             await self.wait_heard(turn, timeout, upcoming.at_ms / 1000)
         elif turn.kind == "pause" or turn.kind in OVERLAP_KINDS:
@@ -238,6 +310,7 @@ class MediaStream:
                 turn.caller_end_s = self.call.now_s()
                 self.res.wire.append(WireEvent(turn.caller_end_s, "voice_end", turn=turn.index))
             self.res.caller_track += frame
+            self.stats.frames += 1
             await self.play_tick()
             next_t += TICK
             await asyncio.sleep(max(0.0, next_t - self.call.loop.time()))

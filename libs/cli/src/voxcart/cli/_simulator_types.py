@@ -25,7 +25,9 @@ __all__ = [
     "Overlap",
     "OverlapKind",
     "Pause",
+    "Reconnect",
     "SimulatorConfig",
+    "StreamResult",
     "SimulatorError",
     "TurnKind",
     "TurnResult",
@@ -98,6 +100,40 @@ class Pause:
 
 
 @dataclass(frozen=True)
+class Reconnect:
+    """Twilio opens a second media socket for the call (a reconnect of its own, after the reply to the previous item
+    has played): the caller goes on on a new socket, on the next gateway replica of
+    ``SimulatorConfig.gateway_urls`` (round robin), while the old socket stays open, sending silence frames, until
+    the gateway closes it or ``linger_s`` has passed."""
+
+    linger_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.linger_s <= 60:
+            raise ValueError(f"Reconnect linger_s must be in (0, 60]; got {self.linger_s!r}")
+
+
+@dataclass
+class StreamResult:
+    """One media socket of the call, in the order they were opened."""
+
+    sid: str
+    gateway: str
+    """The replica URL the socket was opened on."""
+    frames: int = 0
+    """Caller frames sent while the socket was the call's: its consecutive slice of ``CallResult.caller_track``."""
+    late_frames: int = 0
+    """Silence frames it sent after a :class:`Reconnect` moved the caller to a newer socket."""
+    ended_by: Literal["caller", "gateway", "reconnect"] | None = None
+    """``caller``: we sent ``stop``; ``gateway``: it closed (or died); ``reconnect``: replaced by a newer socket."""
+    close_code: int | None = None
+    """The websocket close code (1006: the connection dropped without a close frame, e.g. the replica died)."""
+    closed_after_s: float | None = None
+    """After a :class:`Reconnect`: from the newer socket's ``start`` to the gateway closing this one (``None`` if
+    it did not within ``linger_s``)."""
+
+
+@dataclass(frozen=True)
 class WireEvent:
     """One websocket message as the simulator saw it, on the simulator's clock (seconds from the first stream's
     start).
@@ -148,9 +184,18 @@ class SimulatorConfig:
     max_reconnects: int = 2
     """New ``<Connect><Stream>`` answers followed after the first stream (the gateway should cap them itself)."""
     http_timeout_s: float = 15.0
+    gateway_urls: tuple[str, ...] = ()
+    """More gateway replicas behind the same public URL, as a load balancer sees them: a request or socket whose
+    replica refuses the connection goes to the next one, and a :class:`Reconnect` opens its socket on the next
+    one."""
     settle_s: float = 2.0
     """After an :class:`Overlap` or :class:`Pause`: agent quiet (nothing queued, nothing voiced played or received)
     this long before the caller goes on (capped by ``reply_timeout_s``)."""
+    hold_keys: str | None = None
+    """Digits the caller presses at the first ``<Gather>`` they hear while on hold (``"1"``: ask for a call back);
+    ``None`` waits on hold."""
+    max_hold_s: float = 600.0
+    """The caller hangs up after this long on hold."""
 
 
 @dataclass
@@ -187,10 +232,16 @@ class CallResult:
     call_sid: str
     turns: list[TurnResult] = field(default_factory=list)
     stream_sids: list[str] = field(default_factory=list)
+    streams: list[StreamResult] = field(default_factory=list)
+    """Every media socket, in order (``stream_sids`` are their sids)."""
     twiml: list[str] = field(default_factory=list)
     said: list[str] = field(default_factory=list)
     """``<Say>`` texts Twilio would have spoken."""
     ended_by: Literal["caller", "agent", "transfer", "no_stream"] = "caller"
+    holds: int = 0
+    """``<Redirect>``s followed while on hold (before the agent answered)."""
+    held_s: float = 0.0
+    """Time on hold before the first media stream (or the end of the call)."""
     transfer_to: str | None = None
     duration_s: float = 0.0
     marks_played: int = 0

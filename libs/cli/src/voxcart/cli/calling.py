@@ -35,6 +35,11 @@ def build_items(lines: Sequence[str]) -> list[Line | Dtmf]:
 def print_call(result: CallResult, out: object = sys.stdout) -> None:
     write = out.write  # type: ignore[attr-defined]
     write(f"call {result.call_sid}\n")
+    if result.holds or not result.stream_sids:  # held (lines busy), refused, or asked for a call back
+        for text in result.said:
+            write(f"  twilio says: {text}\n")
+        if result.holds:
+            write(f"  (on hold {result.held_s:.0f} s)\n")
     for turn in result.turns:
         if turn.kind == "greeting":
             who = "(call connects)"

@@ -5,8 +5,14 @@ websocket with ``X-Twilio-Signature`` over the TwiML's stream URL; send ``connec
 160-byte μ-law ``media`` frame every 20 ms for as long as the call lasts (silence between the caller's lines, like
 a real phone) and play the agent's audio at real time: a ``mark`` is echoed when all audio queued before it has
 played, ``clear`` drops the queued audio and echoes every outstanding mark at once. When our side ends the call
-it sends ``stop``; when the gateway closes the socket, the ``<Connect action>`` URL is requested (a new
-``<Connect>`` reconnects; ``<Dial>`` is a transfer). A status callback ``completed`` ends it all.
+it sends ``stop``; when the gateway closes the socket (or dies with it), the ``<Connect action>`` URL is requested
+(a new ``<Connect>`` reconnects; ``<Dial>`` is a transfer). A status callback ``completed`` ends it all. With more
+gateway replicas (``gateway_urls``) the simulator plays the load balancer too: a request or socket whose replica
+refuses the connection goes to the next one, as does the new socket of a :class:`Reconnect` (Twilio reopening
+the media socket by itself). While the lines
+are busy the TwiML holds the caller instead: ``<Say>`` is noted, ``<Pause>`` and a ``<Gather>``'s ``timeout`` are
+waited out (or the caller presses ``hold_keys``, posted to the ``<Gather action>`` as ``Digits``), ``<Redirect>``
+fetches the next document, ``<Hangup/>`` ends the call.
 
 This module is the public API and the call flow (webhooks, TwiML, reconnects, the call record);
 ``_simulator_stream`` plays one media websocket and ``_simulator_types`` holds the config, items and results,
@@ -22,6 +28,7 @@ every websocket message is timed in :attr:`CallResult.wire` (the barge-in bench'
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import uuid
 import xml.etree.ElementTree as ET
@@ -40,8 +47,10 @@ from ._simulator_types import (
     Overlap,
     OverlapKind,
     Pause,
+    Reconnect,
     SimulatorConfig,
     SimulatorError,
+    StreamResult,
     TurnResult,
     WireEvent,
 )
@@ -53,8 +62,10 @@ __all__ = [
     "Overlap",
     "OverlapKind",
     "Pause",
+    "Reconnect",
     "SimulatorConfig",
     "SimulatorError",
+    "StreamResult",
     "TurnResult",
     "WireEvent",
     "lines_from_text",
@@ -72,10 +83,11 @@ def _parse_twiml(text: str) -> ET.Element:
     return root
 
 
+Item = Line | Dtmf | Overlap | Pause | Reconnect | bytes
+
+
 class _Call:
-    def __init__(
-        self, cfg: SimulatorConfig, items: Sequence[Line | Dtmf | Overlap | Pause | bytes], transport: Any
-    ) -> None:
+    def __init__(self, cfg: SimulatorConfig, items: Sequence[Item], transport: Any) -> None:
         self.cfg, self.items, self.next_item = cfg, [Line(i) if isinstance(i, bytes) else i for i in items], 0
         self.public = (cfg.public_url or cfg.gateway_url).rstrip("/")
         self.http = httpx.AsyncClient(timeout=cfg.http_timeout_s, transport=transport)
@@ -84,13 +96,21 @@ class _Call:
         self.t0: float | None = None
         self.t0_wall = 0.0
         """Epoch seconds at ``t0`` (to place the call record's times on the simulator's clock)."""
+        self.replicas = [url.rstrip("/") for url in (cfg.gateway_url, *cfg.gateway_urls)]
+        self.replica = 0
+        """The replica the load balancer sends requests and sockets to (index in ``replicas``)."""
+        self.lingering: list[asyncio.Task[None]] = []
+        """Sockets replaced by a :class:`Reconnect`, sending silence until the gateway closes them."""
+
+    def next_replica(self) -> None:
+        self.replica = (self.replica + 1) % len(self.replicas)
 
     def now_s(self) -> float:
         return self.loop.time() - (self.t0 if self.t0 is not None else self.loop.time())
 
     def _local(self, public: str) -> str:
         """Map a public URL (from TwiML) onto the gateway we can actually reach."""
-        pub, gw, url = urlsplit(self.public), urlsplit(self.cfg.gateway_url), urlsplit(public)
+        pub, gw, url = urlsplit(self.public), urlsplit(self.replicas[self.replica]), urlsplit(public)
         if url.netloc != pub.netloc:
             return public
         ws = url.scheme in ("ws", "wss")
@@ -114,10 +134,15 @@ class _Call:
             "X-Twilio-Signature": sign(self.cfg.auth_token, public, params),
             "I-Twilio-Idempotency-Token": str(uuid.uuid4()),
         }
-        return await self.http.post(self._local(public), data=params, headers=headers)
+        for _ in self.replicas:
+            try:
+                return await self.http.post(self._local(public), data=params, headers=headers)
+            except httpx.ConnectError:  # a dead replica: the load balancer tries the next one
+                self.next_replica()
+        raise SimulatorError(f"POST {public}: no gateway replica accepts connections ({', '.join(self.replicas)})")
 
-    async def twiml(self, public: str, status: str) -> ET.Element:
-        response = await self.webhook(public, status)
+    async def twiml(self, public: str, status: str, extra: dict[str, str] | None = None) -> ET.Element:
+        response = await self.webhook(public, status, extra)
         if response.status_code != 200:
             raise SimulatorError(f"POST {public} answered HTTP {response.status_code}: {response.text[:200]}")
         self.res.twiml.append(response.text)
@@ -134,6 +159,10 @@ class _Call:
                 before = verbs if at is None else verbs[:at]
                 self.res.said += [v.text or "" for v in before if v.tag == "Say"]
                 if at is None:
+                    held = await self.hold(before, voice_url, start) if not self.res.stream_sids else None
+                    if held is not None:
+                        doc = held
+                        continue
                     dial = next((v for v in before if v.tag == "Dial"), None)
                     if dial is not None:
                         self.res.ended_by, self.res.transfer_to = "transfer", (dial.text or "").strip()
@@ -144,10 +173,14 @@ class _Call:
                     self.res.errors.append(f"gave up after {self.cfg.max_reconnects} reconnects")
                     break
                 streams += 1
+                if not self.res.stream_sids:
+                    self.res.held_s = self.loop.time() - start
                 stream = verbs[at].find("Stream")
                 assert stream is not None
                 params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-                if not await MediaStream(self, stream.get("url", ""), params).run():
+                while (ended := await MediaStream(self, stream.get("url", ""), params).run()) == "reconnect":
+                    self.next_replica()  # Twilio's new socket reaches another replica
+                if ended == "caller":
                     break  # the caller hung up
                 self.res.ended_by = "agent"
                 action = verbs[at].get("action")
@@ -169,13 +202,43 @@ class _Call:
             if self.cfg.fetch_record:
                 await self.fetch_record()
         finally:
+            await asyncio.gather(*self.lingering, return_exceptions=True)
             await self.http.aclose()
         return self.res
+
+    async def hold(self, verbs: Sequence[ET.Element], voice_url: str, start: float) -> ET.Element | None:
+        """Play a hold document as Twilio does (its top-level ``<Say>``s are already noted by :meth:`run`); the next
+        document (``<Redirect>``, or the ``<Gather action>`` when the caller pressed keys), or ``None`` when the
+        call ends here (``<Hangup/>``, no more verbs, or ``max_hold_s`` reached)."""
+        for verb in verbs:
+            if verb.tag == "Pause":
+                await asyncio.sleep(float(verb.get("length", "1")))
+            elif verb.tag == "Gather":
+                self.res.said += [v.text or "" for v in verb if v.tag == "Say"]
+                action = urljoin(voice_url, verb.get("action") or voice_url)
+                if self.cfg.hold_keys:
+                    keys = self.cfg.hold_keys
+                    self.cfg = dataclasses.replace(self.cfg, hold_keys=None)  # pressed once
+                    return await self.twiml(action, "in-progress", {"Digits": keys})
+                for nested in verb:
+                    if nested.tag == "Pause":
+                        await asyncio.sleep(float(nested.get("length", "1")))
+                await asyncio.sleep(float(verb.get("timeout", "5")))
+            elif verb.tag == "Redirect":
+                if self.loop.time() - start > self.cfg.max_hold_s:
+                    self.res.errors.append(f"hung up after {self.cfg.max_hold_s:g} s on hold")
+                    break
+                self.res.holds += 1
+                return await self.twiml(urljoin(voice_url, (verb.text or "").strip()), "in-progress")
+            elif verb.tag == "Hangup":
+                break
+        self.res.held_s = self.loop.time() - start
+        return None
 
     async def fetch_record(self) -> None:
         headers = {"Authorization": f"Bearer {self.cfg.api_token}"} if self.cfg.api_token else {}
         try:
-            r = await self.http.get(f"{self.cfg.gateway_url.rstrip('/')}/calls/{self.res.call_sid}", headers=headers)
+            r = await self.http.get(f"{self.replicas[self.replica]}/calls/{self.res.call_sid}", headers=headers)
             self.res.record = r.json() if r.status_code == 200 else None
         except (httpx.HTTPError, ValueError) as exc:
             self.res.errors.append(f"call record not available: {exc}")
@@ -206,7 +269,7 @@ class _Call:
 
 async def simulate_call(
     config: SimulatorConfig,
-    items: Sequence[Line | Dtmf | Overlap | Pause | bytes],
+    items: Sequence[Item],
     *,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> CallResult:
@@ -215,7 +278,8 @@ async def simulate_call(
     Args:
         config: where the gateway is, the auth token, and caller behaviour.
         items: what the caller does, in order: :class:`Line` (μ-law audio, plus text), raw μ-law ``bytes``,
-            :class:`Dtmf`, :class:`Pause` (silence), or :class:`Overlap` (audio over the agent's reply). The caller
+            :class:`Dtmf`, :class:`Pause` (silence), :class:`Overlap` (audio over the agent's reply), or
+            :class:`Reconnect` (Twilio moves the call to a new media socket). The caller
             waits for the greeting first, and for each reply before the next item; an ``Overlap`` starts ``at_ms``
             after the previous item's reply was first heard, while it plays.
         transport: optional httpx transport for the webhooks (tests); the websocket always uses a real socket.

@@ -80,12 +80,14 @@ class Stack:
                 self.spawn(svc)
         self.wait_ready(timeout)
 
-    def spawn(self, svc: str) -> subprocess.Popen[bytes]:
-        """Start one more process of ``svc``."""
+    def spawn(self, svc: str, port: int | None = None) -> subprocess.Popen[bytes]:
+        """Start one more process of ``svc``; a gateway serves on ``port`` (another replica), else on :attr:`port`."""
         index = len(self.processes.get(svc, []))
-        env = {**os.environ, **self.env, "REDIS_URL": self.redis_url, "PORT": str(self.port)}
+        env = {**os.environ, **self.env, "REDIS_URL": self.redis_url, "PORT": str(port or self.port)}
         if not env.get("TWILIO_AUTH_TOKEN"):
             env["TWILIO_AUTH_TOKEN"] = DEV_AUTH_TOKEN
+        if not env.get("RATE_LIMIT_CALLS"):  # demos and tests place many simulated calls from one number
+            env["RATE_LIMIT_CALLS"] = "0"
         env["REPLICA_ID"] = f"{svc}-{index}-{os.getpid()}"
         env.setdefault("LOG_FORMAT", "text")
         if svc != "gateway":
@@ -125,6 +127,18 @@ class Stack:
                 pass
             time.sleep(0.2)
         raise StackError(f"the stack did not become ready within {timeout:.0f} s")
+
+    def wait_gateway(self, port: int, timeout: float = 30.0) -> None:
+        """Wait until the gateway on ``port`` answers ``/healthz`` (a replica started with ``spawn(port=...)``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise StackError(f"the gateway on port {port} did not answer within {timeout:.0f} s")
 
     def kill(self, svc: str, index: int = 0, sig: int = signal.SIGKILL) -> None:
         proc = self.processes[svc][index]

@@ -12,8 +12,10 @@ Invariants:
   ``clear`` to the gateway) once; a backchannel final, music (low speech probability) or an onset that ends
   without words is not answered, and resumes the agent (``resume``) if its onset paused it (``pause`` at the
   gateway, reversible; only with ``Policy.pause_on_onset``), except during the last sentence of a turn that asks
-  something (there "yeah" is the answer). The turn-taking state is committed with the rest, so a takeover
-  continues it.
+  something (there "yeah" is the answer). An utterance that cut a turn and then ends without words (or with a
+  final that would have been ignored) was no interruption: the turn is said again from the sentence cut (rules
+  mode), so the caller never sits in a silence nobody ends. The turn-taking state is committed with the rest,
+  so a takeover continues it.
 - A final that continues the previous one (the caller paused mid-sentence, the reply to the first half was cut
   before any of it played) is merged: the dialog goes back to before the first half and answers both as one.
 - What the caller heard: marks echoed as played move ``heard`` (turn, sentence); when a turn is cut, the
@@ -57,7 +59,8 @@ DECISION_SECONDS = Histogram(
 DTMF_TIMEOUT_S = 2.0
 """Keyed digits without '#' are taken as complete after this pause."""
 SILENCE_TIMEOUT_S = 8.0
-"""After the agent's turn has played, this much caller silence triggers a re-prompt."""
+"""After the agent's turn has played, this much caller silence triggers a re-prompt (unless the handler is given
+its own ``silence_s``: ``BRAIN_SILENCE_TIMEOUT_MS``)."""
 MERGE_WINDOW_MS = 1500.0
 """Speech that starts within this long after a final, and cuts its reply before any of it was heard, continues
 that final: both are answered as one."""
@@ -132,9 +135,12 @@ class BrainHandler:
         state: BrainState,
         agent: LlmAgent | None = None,
         policy: Policy | None = None,
+        silence_s: float | None = None,
     ) -> None:
         self.ctx = ctx
         self.policy = policy or Policy()
+        self.silence_s = silence_s
+        """Caller silence after a played turn that re-prompts (``None``: :data:`SILENCE_TIMEOUT_S`)."""
         self.dialog = dialog
         self.agent = agent
         self.state = state
@@ -145,22 +151,31 @@ class BrainHandler:
         """Set to stop the LLM reply being streamed (a newer final arrived)."""
 
     @classmethod
-    async def create(cls, ctx: CallContext, dialog: Dialog, agent: LlmAgent | None = None) -> BrainHandler:
+    async def create(
+        cls,
+        ctx: CallContext,
+        dialog: Dialog,
+        agent: LlmAgent | None = None,
+        policy: Policy | None = None,
+        silence_s: float | None = None,
+    ) -> BrainHandler:
         """Load the call's state (a takeover continues it) or greet a new call.
 
         Args:
             ctx: the call.
             dialog: the rules dialog.
             agent: the LLM agent in LLM mode (finals go to it; greeting, DTMF and silence stay with the rules).
+            policy: the turn-taking thresholds (default :class:`Policy`).
+            silence_s: caller silence that re-prompts (default :data:`SILENCE_TIMEOUT_S`).
         """
         raw = await ctx.bus.hgetall(keys.state(ctx.sid))
         if "brain" in raw:
-            handler = cls(ctx, dialog, _decoder.decode(raw["brain"]), agent)
+            handler = cls(ctx, dialog, _decoder.decode(raw["brain"]), agent, policy, silence_s)
             log.info("continuing a call's dialog at turn %d", handler.state.turn_no, extra={"call_sid": ctx.sid})
             return handler
         meta = await ctx.bus.hgetall(keys.meta(ctx.sid))
         caller = meta.get("from", b"").decode()
-        handler = cls(ctx, dialog, BrainState(dialog=DialogState(call_id=ctx.sid)), agent)
+        handler = cls(ctx, dialog, BrainState(dialog=DialogState(call_id=ctx.sid)), agent, policy, silence_s)
         reply = dialog.greet(handler.state.dialog, caller)
         await handler._reply(reply, checkpoint=None)
         return handler
@@ -181,7 +196,8 @@ class BrainHandler:
                 await self.ctx.commit([], checkpoint)
                 return
             voiced_ms = event.last_voiced_arrived - event.first_voiced_arrived + 20.0
-            speaking = self._agent_speaking() and not self._answer_expected()
+            cut_by_it = self._cut_by(event.utterance_id)
+            speaking = (self._agent_speaking() or cut_by_it) and not self._answer_expected()
             barge = self.state.barge
             prob = barge.prob if barge.utterance_id == event.utterance_id and barge.prob >= 0 else None
             action = on_final(speaking, event.text, event.confidence, voiced_ms, self.policy, prob=prob)
@@ -189,6 +205,9 @@ class BrainHandler:
                 self.state.answered = [*self.state.answered[-19:], event.utterance_id]
                 remember_noise(self.state.barge, event.first_voiced_arrived, self.policy)
                 outputs = [*self._resume(event.utterance_id), self._caller_record(event)]
+                if cut_by_it:  # it had cut the turn: say the turn again from the sentence cut
+                    await self._reply(self._carry_on(), checkpoint, outputs)
+                    return
                 await self.ctx.commit(outputs, checkpoint, self._state_blob())
                 return
             if self.agent is not None:
@@ -223,14 +242,31 @@ class BrainHandler:
                 self.state.heard_turn, self.state.heard_seq = event.turn_no, event.seq
             if event.played and event.turn_no == self.state.turn_no and event.seq == self.state.last_seq:
                 self.state.played_turn = event.turn_no
-                self._start_timer(SILENCE_TIMEOUT_S, self._silence)
+                self._start_timer(self._silence_timeout(), self._silence)
             await self.ctx.commit([], checkpoint, self._state_blob())
         elif isinstance(event, ev.StreamReconnected):
-            # the new socket starts empty: say the last turn again
-            reply = Reply(sentences=["Sorry, we got cut off."], intent="reconnected")
-            await self._reply(reply, checkpoint)
+            await self._reconnected(checkpoint)
         else:
             await self.ctx.commit([], checkpoint)
+
+    async def _reconnected(self, checkpoint: dict[str, str]) -> None:
+        """A new media socket replaced one that died (a gateway replica died): what the old one was playing is
+        lost. Stop that turn (``cancel`` to tts, ``clear`` to the gateway, so its rest never plays late), say the
+        line was cut and repeat the cut-off prompt: the whole turn if it had not finished playing, else its
+        question."""
+        st = self.state
+        outputs: list[Output] = []
+        cut = self._agent_speaking()
+        if cut:
+            cancel = ev.Cancel(call_sid=self.ctx.sid, turn_no=st.turn_no)
+            clear = ev.Clear(call_sid=self.ctx.sid, turn_no=st.turn_no)
+            outputs = [
+                Output(keys.tts(self.ctx.sid), ev.encode(cancel), maxlen=keys.TTS_MAXLEN),
+                Output(keys.control(self.ctx.sid), ev.encode(clear), maxlen=keys.CONTROL_MAXLEN),
+            ]
+        again = st.dialog.last_sentences if cut else st.dialog.last_prompt
+        reply = Reply(sentences=["Sorry, we got cut off.", *again], intent="reconnected", expect=st.dialog.last_expect)
+        await self._reply(reply, checkpoint, outputs)
 
     def _caller_record(self, event: ev.TranscriptFinal) -> Output:
         caller = ev.TurnRecord(
@@ -286,10 +322,34 @@ class BrainHandler:
         else:
             if barge.utterance_id == event.utterance_id:
                 remember_noise(barge, barge.onset_at, self.policy)
+            if self._cut_by(event.utterance_id):  # noise that cut the turn: say it again from the sentence cut
+                await self._reply(self._carry_on(), checkpoint)
+                return
             outputs = self._resume(event.utterance_id)
             if st.turn_no and st.played_turn == st.turn_no and not st.finished:
-                self._start_timer(SILENCE_TIMEOUT_S, self._silence)  # the onset was noise: still waiting
+                self._start_timer(self._silence_timeout(), self._silence)  # the onset was noise: still waiting
         await self.ctx.commit(outputs, checkpoint, self._state_blob())
+
+    def _cut_by(self, utterance_id: str) -> bool:
+        """Whether ``utterance_id`` cut the agent's latest turn before the caller heard all of it (rules mode)."""
+        st, barge = self.state, self.state.barge
+        return (
+            barge.utterance_id == utterance_id
+            and barge.interrupted_turn == st.turn_no > 0
+            and bool(barge.unheard)
+            and st.speaking is None
+            and not st.finished
+        )
+
+    def _carry_on(self) -> Reply:
+        """The turn cut by what turned out to be no interruption, again from the sentence cut; the dialog's memory
+        of it is whole again (the caller is about to hear the rest)."""
+        st = self.state
+        unheard, st.barge.unheard = st.barge.unheard, []
+        heard = st.dialog.last_sentences[: max(0, len(st.dialog.last_sentences) - 1)]  # the cut one is unheard[0]
+        st.dialog.last_sentences = [*heard, *unheard]
+        log.info("the interruption was not one: carrying on from the sentence cut", extra={"call_sid": self.ctx.sid})
+        return Reply(sentences=list(unheard), intent="resumed", expect=st.dialog.last_expect)
 
     def _merged(self, event: ev.TranscriptFinal) -> tuple[str, float]:
         """A final that only continues the caller's previous one (a mid-sentence pause the endpointer took for the
@@ -329,7 +389,9 @@ class BrainHandler:
         st.barge.interrupted_turn = turn
         st.barge.paused_turn = 0
         heard_seq = st.heard_seq if st.heard_turn == turn else -1
+        st.barge.unheard = []
         if st.speaking is None and len(st.dialog.last_sentences) == st.last_seq + 1:
+            st.barge.unheard = st.dialog.last_sentences[heard_seq + 1 :]
             st.dialog.last_sentences = heard_and_cut(st.dialog.last_sentences, heard_seq)
         cancel = ev.Cancel(call_sid=self.ctx.sid, turn_no=turn)
         clear = ev.Clear(call_sid=self.ctx.sid, turn_no=turn, voiced_arrived=voiced_arrived)
@@ -502,6 +564,9 @@ class BrainHandler:
                 await action()
 
         self._timer = asyncio.create_task(fire())
+
+    def _silence_timeout(self) -> float:
+        return SILENCE_TIMEOUT_S if self.silence_s is None else self.silence_s
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer is not asyncio.current_task():

@@ -10,7 +10,11 @@ Invariants:
 - ``pause`` holds the agent's audio (caller onset, maybe an interruption) without dropping it; ``resume`` sends it
   on, ``clear`` drops it; a pause that neither ends within :data:`PAUSE_MAX_S` resumes by itself, so a lost
   ``resume`` never silences the agent.
-- A hang-up or transfer waits until the turn before it has fully played (its last mark echoed).
+- A hang-up or transfer waits until the turn before it has fully played (its last mark echoed); how the call ends
+  is recorded at once, before the socket can close, so a ``<Connect action>`` request (on any replica) never
+  takes an ending call for a broken stream.
+- A socket superseded by a newer one of the same call (:meth:`CallSession.supersede`) sends nothing more and is
+  closed; the call goes on on the new socket.
 """
 
 from __future__ import annotations
@@ -74,7 +78,8 @@ class CallSession:
         close_socket: closes the websocket (hang-up/transfer without REST credentials).
         end_call: hangs the call up through Twilio's REST API, or ``None`` when no credentials are configured.
         record_latency: stores a turn's measured latency in the call record.
-        remember_transfer: stores the transfer number where ``<Connect action>`` will look for it.
+        remember_transfer: records how the call ends (the transfer number, or ``""`` for a hang-up) where
+            ``<Connect action>`` will look for it.
         transfer_call: redirects the call to ``<Dial>number</Dial>`` through Twilio's REST API, or ``None`` when
             no credentials are configured (the socket is closed and ``<Connect action>`` dials instead).
     """
@@ -111,6 +116,8 @@ class CallSession:
         self.ending: asyncio.Task[None] | None = None
         self._pause_timer: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
+        self.superseded = False
+        """A newer socket of this call took over (see :meth:`supersede`)."""
 
     def start(self, positions: dict[str, str]) -> None:
         self.positions = positions
@@ -197,12 +204,12 @@ class CallSession:
     async def _end_after(self, turn_no: int, hangup: bool) -> None:
         """Let the last turn play out, then transfer or hang up through the REST API, or close the socket (Twilio
         then asks ``<Connect action>``, which answers ``<Dial>`` for a transfer or ``<Hangup/>``)."""
+        await self._remember_transfer(self.sid, self.transfer_to or "")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_END_WAIT_S):
                 await self.pacer.wait_played(turn_no)
         if self.transfer_to:
             # remembered first: if the REST redirect fails, closing the socket still dials via <Connect action>
-            await self._remember_transfer(self.sid, self.transfer_to)
             if self._transfer_call is not None:
                 sid = self.sid
                 try:
@@ -216,6 +223,13 @@ class CallSession:
                 return
             except Exception as exc:  # REST failure: closing the socket still ends the call
                 log.warning("REST hang-up failed (%s); closing the media socket", exc, extra={"call_sid": self.sid})
+        await self._close_socket()
+
+    async def supersede(self) -> None:
+        """A newer socket of this call (a higher ``gen``, on this replica or another) took over: stop sending and
+        close this socket. The call goes on; Redis already refuses this socket's late frames (lower ids)."""
+        self.superseded = True
+        await self.aclose()
         await self._close_socket()
 
     async def aclose(self) -> None:

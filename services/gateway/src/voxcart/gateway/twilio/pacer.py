@@ -48,6 +48,7 @@ log = logging.getLogger("voxcart.gateway.pacer")
 _MARK = re.compile(r"^t(\d+)-s(\d+)$")
 
 FRAMES_OUT = Counter("voxcart_ws_frames_out_total", "Media Streams frames sent, by event.", ["event"])
+_MEDIA_OUT = FRAMES_OUT.labels("media")  # looked up once: it is counted 25 times a second per call
 UNDERRUNS = Counter("voxcart_pacing_underruns_total", "Frames of a started turn sent after Twilio's queue ran dry.")
 UNDERRUN_SECONDS = Counter("voxcart_pacing_underrun_seconds_total", "Silence the caller heard inside turns.")
 
@@ -361,7 +362,7 @@ class Pacer:
                 del head.buf[: head.pos]
                 head.pos = 0
             await self._send(frame)
-            FRAMES_OUT.labels("media").inc()
+            _MEDIA_OUT.inc()
 
     async def _send_mark(self, head: _Sentence) -> None:
         async with self._lock:

@@ -145,6 +145,30 @@ class VoiceResponse:
         )
         return self
 
+    def gather(
+        self,
+        *,
+        action: str,
+        num_digits: int | None = None,
+        timeout: int | None = None,
+        method: Method = "POST",
+        nested: VoiceResponse | None = None,
+    ) -> VoiceResponse:
+        """Append ``<Gather input="dtmf">``: wait for keypad digits, playing ``nested`` (``<Say>``, ``<Play>``,
+        ``<Pause>`` only) meanwhile. Digits go to ``action`` (as ``Digits``); with none, Twilio goes on with the
+        next verb ``timeout`` seconds after the nested verbs end.
+
+        Raises:
+            ValueError: ``nested`` holds another verb than ``<Say>``, ``<Play>`` or ``<Pause>``.
+        """
+        inner = nested._verbs if nested is not None else []
+        for verb in inner:
+            if not verb.startswith(("<Say", "<Play", "<Pause")):
+                raise ValueError(f"<Gather> can nest only <Say>, <Play> and <Pause>, got {verb[:40]!r}")
+        attrs = {"input": "dtmf", "action": action, "method": method, "numDigits": num_digits, "timeout": timeout}
+        self._verbs.append(_open("Gather", attrs) + "".join(inner) + "</Gather>")
+        return self
+
     def redirect(self, url: str, *, method: Method = "POST") -> VoiceResponse:
         """Append ``<Redirect>``: fetch the next TwiML from ``url``."""
         self._verbs.append(_open("Redirect", {"method": method}) + _text(url, "Redirect url") + "</Redirect>")
