@@ -187,6 +187,7 @@ TEMPLATES: Final = [
     "no that is not right", "not right now", "go ahead", "please do", "sure go ahead", "nope", "yeah sure",
     "goodbye", "that is all thank you", "no that is all", "bye", "thank you", "thanks bye", "that is it",
     "can you repeat that", "say that again", "what did you say", "what can you do", "help", "i need help",
+    "sorry what were you saying", "what were you saying", "sorry go on", "you were saying",
     # more slotted phrasings
     "do you have any {product}", "do you have the {product} in a {size}", "does the {product} come in {color}",
     "i am looking for {product} in size {size}", "the {product} is too small", "the {product} is too big",

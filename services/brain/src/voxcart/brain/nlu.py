@@ -66,6 +66,7 @@ CUES: Final[dict[str, list[tuple[str, float]]]] = {
     "repeat": [
         ("repeat", 5), ("say that again", 5), ("say again", 4), ("come again", 3), ("what did you say", 5),
         ("pardon", 3), ("one more time", 3), ("again", 1), ("you were saying", 5), ("go on", 4), ("carry on", 4),
+        ("were you saying", 5), ("what was that", 4), ("did not catch", 4),
     ],
     "cancel": [("cancel", 6), ("cancellation", 6), ("cancelled", 3), ("stop my order", 4)],
     "change_address": [

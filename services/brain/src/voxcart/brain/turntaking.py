@@ -24,6 +24,9 @@ The policy (a good human agent's):
   0.93-0.99, while the recognizer made words of the tones, "old" at 0.98 confidence) is ``"ignore"``d (the
   agent carries on; it is not answered); anything else ``"interrupt"``s and is answered.
 - **Ended** (an onset without words: a cough, a door): ``"resume"`` if it paused the agent.
+- An utterance that already **cut** the agent's turn (sustained voice) and then ends without words, or with a
+  final that :func:`on_final` would ignore, was no interruption either: the worker says the turn again from the
+  sentence it cut (the caller has not heard the rest), instead of leaving a silence or answering the noise.
 
 Invariants:
 - A decision depends only on its arguments (times are event times, not the clock), so a brain replica that
@@ -125,6 +128,9 @@ class Barge(msgspec.Struct, kw_only=True):
     """That utterance's mean speech probability at its latest ``speech.progress`` (-1: none yet)."""
     noise_at: list[float] = msgspec.field(default_factory=list)
     """First-voiced times of recent onsets that turned out to be noise or a backchannel (for the debounce)."""
+    unheard: list[str] = msgspec.field(default_factory=list)
+    """Rules mode: the sentences of turn ``interrupted_turn`` the caller did not hear in full, the cut one first
+    (said again when the utterance that cut them turns out to be no interruption)."""
 
 
 def is_backchannel(text: str) -> bool:

@@ -405,9 +405,13 @@ class Dialog:
         return self._not_understood(turn)
 
     def _repeat(self, turn: Turn) -> Reply:
+        """Say the last reply again: what the caller heard of it (a reply cut by a barge-in is remembered only up
+        to the sentence cut), then its question if that was not heard, so the caller knows what is asked."""
         st = turn.state
-        sentences = st.last_sentences or [HELP]
-        return Reply(sentences=list(sentences), intent="repeat", expect=st.last_expect)
+        sentences = list(st.last_sentences) or [HELP]
+        sentences += [ask for ask in st.last_prompt if ask not in sentences]
+        st.last_sentences = list(sentences)
+        return Reply(sentences=sentences, intent="repeat", expect=st.last_expect)
 
     def _not_understood(self, turn: Turn) -> Reply:
         st = turn.state
