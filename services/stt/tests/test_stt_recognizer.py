@@ -225,7 +225,7 @@ def test_replay_from_checkpoint_reproduces_ids_and_finals(
             if isinstance(event, Final):
                 original.listen(expects.get(len(_finals([e for _, e in events])), "free"))  # type: ignore[arg-type]
     finals = [(k, e) for k, e in events if isinstance(e, Final)]
-    assert [f.text for _, f in finals] == ["i want to return my shoes", "yep", "my order number is 10023", "goodbye"]
+    assert [f.text for _, f in finals] == ["i want to return my shoes", "yes", "my order number is 10023", "goodbye"]
     index = {entry_id: k for k, (entry_id, _, _) in enumerate(entries)}
     for n, (at, final) in enumerate(finals[:-1]):
         # the owner died after committing this final (and the listen after it); the next one replays

@@ -358,3 +358,10 @@ class ArpaScorer:
         return [
             self._log10(tuple(sequence[max(0, i - self.order + 1) : i]), sequence[i]) for i in range(1, len(sequence))
         ]
+
+    def seen_ending(self, words: Sequence[str]) -> bool:
+        """Whether a sentence the LM was built from ended with the last ``order - 1`` words of ``words`` (``<s>``
+        standing in front of a shorter ``words``): the LM holds that n-gram followed by ``</s>`` itself, not as
+        a back-off estimate ("... in stock </s>" yes, "... the </s>" no)."""
+        context = ("<s>", *words)[-(self.order - 1) :] if self.order > 1 else ()
+        return (*context, "</s>") in self._prob

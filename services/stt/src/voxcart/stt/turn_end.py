@@ -5,6 +5,10 @@ answers sooner. While the caller reads out digits or an address they pause betwe
 zero ... two three", "twelve oak street ... springfield"): a longer one keeps the whole entry in one utterance
 instead of answering its first half. Everything else uses the endpointer's own silence.
 
+This is the most an utterance waits. Under the expectations without an entry read out in groups (``"free"``,
+``"yes_no"``, ``"product"``) it ends sooner, at the endpointer's early mark, when its words already make a complete
+request (``early_end``).
+
 Invariant: the silence depends only on the expectation in force at the utterance's start and the configured
 knobs, so a replaying owner (which sets the same expectation) endpoints the same.
 """
