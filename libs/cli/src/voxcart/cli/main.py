@@ -1,4 +1,5 @@
-"""The ``voxcart`` command: ``up``, ``serve``, ``call``, ``chat``, ``demo``, ``bench speech``, ``bench bargein``."""
+"""The ``voxcart`` command: ``up``, ``serve``, ``call``, ``chat``, ``demo``, ``bench speech``, ``bench bargein``,
+``bench load``, ``bench soak``, ``bench gateway``."""
 
 from __future__ import annotations
 
@@ -123,6 +124,76 @@ def cmd_bench_bargein(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_bench_load(args: argparse.Namespace) -> int:
+    from .bench.load import QUICK_SCRIPT, LoadOptions, parse_ramp, parse_replicas, read_script
+    from .bench.load import main as bench_load
+
+    try:
+        options = LoadOptions(
+            calls=args.calls,
+            ramp=parse_ramp(args.ramp) if args.ramp else (),
+            **({"script": read_script(args.script)} if args.script else {"script": QUICK_SCRIPT} if args.quick else {}),
+            gateway_url=args.gateway_url.rstrip("/") if args.gateway_url else None,
+            redis_url=args.redis_url or "",
+            stagger_s=args.stagger,
+            baseline=args.baseline,
+            json_path=args.json or None,
+            chart_path=args.chart,
+            compare_path=args.compare,
+            log_path=args.log,
+            runs=args.runs,
+            replicas=parse_replicas(args.replicas) if args.replicas else {},
+        )
+    except ValueError as exc:
+        print(f"voxcart bench load: {exc}", file=sys.stderr)
+        return 2
+    return bench_load(_settings(), options)
+
+
+def cmd_bench_gateway(args: argparse.Namespace) -> int:
+    from .bench.gateway import GatewayOptions, parse_steps
+    from .bench.gateway import main as bench_gateway
+
+    try:
+        options = GatewayOptions(
+            steps=parse_steps(args.calls),
+            hold_s=args.hold,
+            stagger_s=args.stagger,
+            procs=args.procs,
+            pin=args.pin,
+            json_path=args.json or None,
+            log_path=args.log,
+        )
+    except ValueError as exc:
+        print(f"voxcart bench gateway: {exc}", file=sys.stderr)
+        return 2
+    return bench_gateway(options)
+
+
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from .bench.soak import SoakOptions
+    from .bench.soak import main as bench_soak
+
+    settings = _settings()
+    try:
+        options = SoakOptions(
+            calls=args.calls,
+            concurrency=args.concurrency,
+            retention_s=args.retention,
+            gateway_url=args.gateway_url,
+            redis_url=args.redis_url or (settings.redis_url if args.gateway_url else ""),
+            json_path=args.json,
+            log_path=args.log,
+            warmup_calls=args.warmup,
+            max_growth_pct=args.max_growth,
+            short=args.short,
+        )
+    except ValueError as exc:
+        print(f"voxcart bench soak: {exc}", file=sys.stderr)
+        return 2
+    return bench_soak(settings, options)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voxcart", description="An open-source voice agent for shops.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +269,80 @@ def build_parser() -> argparse.ArgumentParser:
     bargein.add_argument("--concurrency", type=int, default=2, metavar="N", help="calls at a time (default 2)")
     bargein.add_argument("--log", default="voxcart-bench-bargein.log", help="where the started stack's logs go")
     bargein.set_defaults(func=cmd_bench_bargein)
+    load = bench_sub.add_parser(
+        "load",
+        help="N concurrent calls through the real protocol: turn latency and its breakdown, pacing, CPU, memory",
+        description="Concurrent scripted calls through the Twilio protocol against the stack (started here unless "
+        "--gateway-url is given): turn latency p50/p95/p99 and its breakdown, barge-in reaction, pacing jitter and "
+        "underruns, inbound bus age, CPU and memory per service and per call, and whether real time held. "
+        "--ramp finds the largest N that holds; --baseline inproc measures what the bus adds per turn.",
+    )
+    load.add_argument("--calls", type=int, default=10, metavar="N", help="concurrent calls (default 10)")
+    load.add_argument("--ramp", default=None, metavar="N,N,...", help="steps of N calls, e.g. 5,10,20,30")
+    load.add_argument("--script", default=None, metavar="FILE", help="caller lines, one per line ('> text' talks over)")
+    load.add_argument("--quick", action="store_true", help="a short call: one question and a goodbye")
+    load.add_argument("--stagger", type=float, default=0.25, metavar="S", help="seconds between call starts")
+    load.add_argument("--baseline", choices=["inproc"], default=None, help="also run the dialog in-process, no bus")
+    load.add_argument("--json", metavar="FILE", default="voxcart-bench-load.json", help="the full result ('' for none)")
+    load.add_argument("--chart", metavar="FILE.png", default=None, help="draw latency, breakdown, CPU, memory")
+    load.add_argument("--compare", metavar="FILE", default=None, help="print ratios against an earlier --json")
+    load.add_argument("--gateway-url", default=None, help="a running gateway to call instead of starting the stack")
+    load.add_argument("--redis-url", default=None, help="that stack's Redis (default REDIS_URL)")
+    load.add_argument("--log", default="voxcart-bench-load.log", help="where the started stack's logs go")
+    load.add_argument(
+        "--runs", type=int, default=1, metavar="N", help="runs of each step, medians reported (default 1)"
+    )
+    load.add_argument("--replicas", default=None, metavar="SVC=N,...", help="worker processes, e.g. stt=2,brain=1")
+    load.set_defaults(func=cmd_bench_load)
+    soak = bench_sub.add_parser(
+        "soak",
+        help="many short calls, N at a time: memory flat after warm-up, every Redis key with a TTL and gone after "
+        "its retention",
+        description="Short scripted calls (greeting, a question, goodbye) through the Twilio protocol against the "
+        "stack (started here, with CALL_RETENTION_MS set to --retention, unless --gateway-url is given). Prints "
+        "each service's memory growth after warm-up, the Redis keys without a TTL and those left after the calls' "
+        "retention, failed calls and errors; exit code 0 only when every bound is met.",
+    )
+    soak.add_argument("--calls", type=int, default=1000, metavar="N", help="calls in all (default 1000)")
+    soak.add_argument("--concurrency", type=int, default=50, metavar="N", help="calls at a time (default 50)")
+    soak.add_argument(
+        "--retention",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="the calls' key retention: set on a stack started here (default 5 s); what the running stack uses "
+        "otherwise (default CALL_RETENTION_MS)",
+    )
+    soak.add_argument("--warmup", type=int, default=None, metavar="N", help="warm-up calls (default 10 %% of --calls)")
+    soak.add_argument("--max-growth", type=float, default=5.0, metavar="PCT", help="memory bound after warm-up (%%)")
+    soak.add_argument("--short", action="store_true", help="calls of the greeting and a goodbye only (~15 s)")
+    soak.add_argument("--json", metavar="FILE", default=None, help="also write the full result as JSON")
+    soak.add_argument("--gateway-url", default=None, help="a running gateway to call instead of starting the stack")
+    soak.add_argument("--redis-url", default=None, help="that stack's Redis (default REDIS_URL)")
+    soak.add_argument("--log", default="voxcart-bench-soak.log", help="where the started stack's logs go")
+    soak.set_defaults(func=cmd_bench_soak)
+    gateway = bench_sub.add_parser(
+        "gateway",
+        help="the gateway alone under N calls of media: CPU per core, memory per call, pacing jitter, underruns",
+        description="Redis and one gateway, a stand-in agent talking on every call through audio.out, and callers in "
+        "several processes sending a media frame every 20 ms and playing the agent at real time. Per step: the "
+        "gateway's cores and calls per core, memory per call, jitter p99 and underruns at the callers, against "
+        "issue 8's target (200 calls per core, jitter p99 <= 10 ms, no underrun, <= 1 MB a call).",
+    )
+    gateway.add_argument(
+        "--calls", default="50,100,200", metavar="N,N,...", help="steps of N calls (default 50,100,200)"
+    )
+    gateway.add_argument("--hold", type=float, default=30.0, metavar="S", help="each call's length (default 30 s)")
+    gateway.add_argument("--stagger", type=float, default=0.02, metavar="S", help="between call starts (default 0.02)")
+    gateway.add_argument(
+        "--procs", type=int, default=None, metavar="N", help="caller processes (default 1 per 50 calls)"
+    )
+    gateway.add_argument(
+        "--json", metavar="FILE", default="voxcart-bench-gateway.json", help="the result ('' for none)"
+    )
+    gateway.add_argument("--log", default="voxcart-bench-gateway.log", help="where the gateway's log goes")
+    gateway.add_argument("--pin", action="store_true", help="run the gateway alone on one CPU, the rest on the others")
+    gateway.set_defaults(func=cmd_bench_gateway)
     return parser
 
 
