@@ -146,3 +146,45 @@ async def test_killed_brain_owner_is_taken_over_mid_dialog_by_voice(two_brains: 
     assert [t.turn_no for t in records] == list(range(1, len(records) + 1)), f"a turn said twice: {said}"
     assert all(t.latency_s is not None for t in result.turns[:3]), "the greeting and both answers were heard"
     assert not new_owner.startswith(f"brain-{killed}-"), f"{owner} -> {new_owner}"
+
+
+async def test_identity_is_rechecked_by_the_replica_that_took_over(two_brains: Stack) -> None:
+    """A caller from an unknown number asks for an order: the agent wants the ZIP code, and its owner is killed.
+    The replica that takes over does not treat the caller as verified: a wrong ZIP gets nothing of the order; only
+    the right ZIP gets its status."""
+    customer = next(c for c in SEED.customers if c.id == ORDER.customer)
+    assert customer.zip and ORDER.carrier and ORDER.tracking
+    stranger = "+15550007777"
+    assert stranger not in {c.phone for c in SEED.customers}
+    wrong_zip = str((int(customer.zip) + 1) % 100000).zfill(len(customer.zip))
+    bus = RedisBus(two_brains.redis_url)
+    session = ChatSession(bus, stranger, reply_timeout=20.0)
+    try:
+        await session.open()
+        asked = await session.send(CallerLine(raw="order", text=f"where is my order {spell(ORDER.number)}"))
+        owner = await brain_owner(bus, session.sid)
+        assert owner.startswith("brain-"), owner
+        kill_owner(two_brains, owner)
+        wrong = await session.send(CallerLine(raw="wrong zip", text=spell(wrong_zip)))
+        new_owner = await brain_owner(bus, session.sid)
+        right = await session.send(CallerLine(raw="right zip", text=spell(customer.zip)))
+    finally:
+        await session.close()
+        await bus.close()
+        two_brains.spawn("brain")
+    assert "zip code" in " ".join(asked.agent).lower(), asked.agent
+    assert new_owner and new_owner != owner, f"{owner} -> {new_owner}"
+    told = " ".join(asked.agent + wrong.agent).lower()
+    for secret in (
+        "shipped",
+        ORDER.carrier.lower(),
+        ORDER.tracking.lower()[:6],
+    ):
+        assert secret not in told, f"{secret!r} told to an unverified caller after the takeover: {told}"
+    assert "match" in " ".join(wrong.agent).lower(), wrong.agent
+    assert f"Order {SPOKEN_ORDER} has shipped with {ORDER.carrier}." in right.agent, right.agent
+
+
+def spell(digits: str) -> str:
+    names = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    return " ".join(names[int(d)] for d in digits)
