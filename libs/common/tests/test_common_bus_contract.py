@@ -74,6 +74,32 @@ async def test_leases_belong_to_their_holder(bus: Bus) -> None:
     assert not await bus.renew_lease("L", "you:1", 1000)
 
 
+async def test_leases_renew_in_one_call(bus: Bus) -> None:
+    assert await bus.acquire_lease("L1:{CA1}", "me:1", 150)
+    assert await bus.acquire_lease("L2:{CA2}", "you:1", 150)
+    assert await bus.renew_leases([], 1000) == []
+    renewed = await bus.renew_leases([("L1:{CA1}", "me:1"), ("L2:{CA2}", "me:1"), ("L3:{CA3}", "me:1")], 5000)
+    assert renewed == [True, False, False], "only a lease this value holds is renewed"
+    await asyncio.sleep(0.3)
+    assert await bus.exists(["L1:{CA1}", "L2:{CA2}"]) == [True, False], "the renewed one outlived its first TTL"
+
+
+async def test_a_late_commit_does_not_outlive_the_calls_retention(bus: Bus) -> None:
+    lease, ckpt, out, late = "lease:{CA5}", "ckpt:{CA5}", "out:{CA5}", "late:{CA5}"
+    await bus.acquire_lease(lease, "me:1", 5000)
+    assert await bus.commit(lease, "me:1", [Output(out, b"a")], ckpt, {"in": "1-0"}, ttl_ms=60_000)
+    await bus.expire([ckpt, out], 200)  # the call ended: its keys are cut to their retention
+    # a replica still working through its backlog commits to a stream the call never had
+    assert await bus.commit(lease, "me:1", [Output(late, b"late")], ckpt, {"in": "2-0"}, ttl_ms=60_000)
+    assert [e.data for e in await bus.range(late)] == [b"late"]
+    await asyncio.sleep(0.35)
+    assert await bus.exists([ckpt, out, late]) == [False, False, False], "the late key expired with the call"
+    # a call's first commit still gives its keys the full TTL
+    assert await bus.commit(lease, "me:1", [Output(out, b"b")], ckpt, {"in": "3-0"}, ttl_ms=60_000)
+    await asyncio.sleep(0.3)
+    assert await bus.exists([ckpt, out]) == [True, True]
+
+
 async def test_commit_is_fenced_and_atomic(bus: Bus) -> None:
     # one call's keys, its sid in braces: one Cluster slot, as keys.py names them
     lease, ckpt, state, out = "lease:{CA1}", "ckpt:{CA1}", "state:{CA1}", "out:{CA1}"

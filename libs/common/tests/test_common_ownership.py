@@ -133,3 +133,26 @@ async def test_poison_lifecycle_entry_goes_to_the_dead_letter_stream(bus: Bus) -
         assert len(dead) == 1 and b"undecodable" in dead[0].data
     finally:
         await a.own.stop()
+
+
+async def test_a_late_start_of_a_call_that_is_over_is_not_claimed(bus: Bus) -> None:
+    """A backlog read after the call ended and its keys expired: claiming it would only re-create its keys."""
+    data = ev.encode(ev.CallStarted(call_sid="CA40"))
+    assert await bus.start_call_once(keys.started("CA40"), keys.LIFECYCLE, data, 60_000)
+    await bus.expire([keys.started("CA40")], 1)  # ended and expired before any replica read its start
+    await asyncio.sleep(0.05)
+    # a call just started and not yet marked active (the gateway adds it a moment later) is claimed
+    await bus.start_call_once(keys.started("CA41"), keys.LIFECYCLE, ev.encode(ev.CallStarted(call_sid="CA41")), 60_000)
+    a = Replica(bus, "A")
+    await a.own.start()
+    stop = asyncio.Event()
+    beat = asyncio.create_task(heartbeat(bus, ["CA41"], stop))
+    try:
+        await wait_for(lambda: "CA41" in a.own.owned)
+        await asyncio.sleep(0.3)
+        assert "CA40" not in a.own.owned and not any(sid == "CA40" for _, sid, _ in a.log)
+        assert await bus.group_lag(keys.LIFECYCLE, "stt") == 0, "the stale start was acknowledged, not left pending"
+    finally:
+        stop.set()
+        await beat
+        await a.own.stop()

@@ -102,7 +102,15 @@ class Bus(Protocol):
         """Delete the lease only if it still holds ``value``."""
         ...
 
+    async def renew_leases(self, leases: Sequence[tuple[str, str]], ttl_ms: int) -> list[bool]:
+        """:meth:`renew_lease` for many ``(key, value)`` leases in one round trip; one result each."""
+        ...
+
     async def leases_exist(self, keys: Sequence[str]) -> list[bool]: ...
+
+    async def exists(self, keys: Sequence[str]) -> list[bool]:
+        """Whether each key exists (one round trip)."""
+        ...
 
     async def commit(
         self,
@@ -116,7 +124,10 @@ class Bus(Protocol):
         ttl_ms: int = 0,
     ) -> bool:
         """Atomically, if the lease still holds ``lease_value``: append ``outputs`` (rejected explicit ids are
-        skipped), set the checkpoint fields (+ the state fields). Returns ``False`` when fenced out."""
+        skipped), set the checkpoint fields (+ the state fields). Returns ``False`` when fenced out.
+
+        Keys it creates get ``ttl_ms``, capped by what is left of the checkpoint key's own TTL (a call's keys
+        cut to their retention at its end are not re-created for longer by a late commit)."""
         ...
 
     # -- plain keys ---------------------------------------------------------------------------------------

@@ -166,7 +166,11 @@ class ClusterBus(RedisBus):
                 return replies
             await asyncio.sleep(min(self.poll_ms / 1000, remaining))
 
-    # -- the fenced commit ----------------------------------------------------------------------------------
+    # -- leases and the fenced commit -----------------------------------------------------------------------
+    async def renew_leases(self, leases: Sequence[tuple[str, str]], ttl_ms: int) -> list[bool]:
+        """One script call per lease, concurrently: a Cluster pipeline does not load a script a node lacks."""
+        return list(await asyncio.gather(*(self.renew_lease(key, value, ttl_ms) for key, value in leases)))
+
     async def commit(
         self,
         lease_key: str,

@@ -217,7 +217,13 @@ class MemoryBus:
             return True
         return False
 
+    async def renew_leases(self, leases: Sequence[tuple[str, str]], ttl_ms: int) -> list[bool]:
+        return [await self.renew_lease(key, value, ttl_ms) for key, value in leases]
+
     async def leases_exist(self, keys: Sequence[str]) -> list[bool]:
+        return await self.exists(keys)
+
+    async def exists(self, keys: Sequence[str]) -> list[bool]:
         return [self._alive(key) for key in keys]
 
     async def commit(
@@ -233,6 +239,8 @@ class MemoryBus:
     ) -> bool:
         if not self._alive(lease_key) or self.values.get(lease_key) != lease_value:
             return False
+        if ttl_ms > 0 and self._alive(checkpoint_key) and checkpoint_key in self.expiry:
+            ttl_ms = max(1, min(ttl_ms, int(self.expiry[checkpoint_key] - self._now())))  # as Redis: PTTL caps it
         for out in outputs:
             if self._xadd(out) is not None:
                 self._expire_nx(out.stream, ttl_ms)

@@ -183,9 +183,20 @@ class Ownership:
             await self.dead_letter(keys.LIFECYCLE, entry_id, "", str(exc), 1, data)
         else:
             self.lifecycle.handled("lifecycle", event.ts, ev.now_ms())
-            if isinstance(event, ev.CallStarted):
+            if isinstance(event, ev.CallStarted) and not await self._gone(event.call_sid):
                 await self.try_acquire(event.call_sid, "claimed")
         await self.bus.ack(keys.LIFECYCLE, self.svc, [entry_id])
+
+    async def _gone(self, sid: str) -> bool:
+        """A ``call.started`` read late (a backlog, a redelivery) for a call that is no longer active and whose keys
+        have expired: claiming it would only re-create its keys."""
+        (beat,) = await self.bus.zscores(keys.ACTIVE_CALLS, [sid])
+        if beat is not None:
+            return False
+        (started,) = await self.bus.exists([keys.started(sid)])
+        if not started:
+            log.info("skipped the start of a call that is over", extra={"call_sid": sid, "svc": self.svc})
+        return not started
 
     async def _backlog_loop(self) -> None:
         """Export the lifecycle group's lag each second (it grows while every replica is full)."""
@@ -240,8 +251,9 @@ class Ownership:
             await asyncio.sleep(self.config.lease_ttl_ms / 3000)
             leases = list(self.owned.values())
             try:
-                results = await asyncio.gather(
-                    *(self.bus.renew_lease(lease.key, lease.value, self.config.lease_ttl_ms) for lease in leases)
+                # one round trip (one pooled connection) for every lease, however many calls this replica owns
+                results = await self.bus.renew_leases(
+                    [(lease.key, lease.value) for lease in leases], self.config.lease_ttl_ms
                 )
             except asyncio.CancelledError:
                 raise

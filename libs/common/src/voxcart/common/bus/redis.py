@@ -23,6 +23,10 @@ _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local ttl = tonumber(ARGV[2])
 local n_out, n_ck, n_st = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if ttl > 0 then
+  local left = redis.call('PTTL', KEYS[2])
+  if left > 0 and left < ttl then ttl = left end
+end
 local a = 6
 local added = 0
 for i = 1, n_out do
@@ -48,6 +52,13 @@ hset(KEYS[2], n_ck)
 hset(KEYS[3], n_st)
 return added
 """
+"""The fenced commit: KEYS the lease, the checkpoint, the state (or the checkpoint again), then the outputs' streams;
+ARGV the lease value, the TTL, the counts of outputs/checkpoint fields/state fields, then ``id, maxlen, data`` per
+output and the fields. -1 when fenced out, else how many outputs were appended.
+
+A key the commit creates lives no longer than the checkpoint it commits (``PTTL`` of ``KEYS[2]`` caps the TTL):
+once the gateway cuts a call's keys to their retention at ``call.ended``, a late commit of that call (a replica
+still draining its backlog) cannot re-create one of them with the full two hours."""
 
 _PUBLISH = """
 local ttl = tonumber(ARGV[1])
@@ -276,7 +287,18 @@ class RedisBus:
     async def release_lease(self, key: str, value: str) -> bool:
         return bool(await self._call(self._release(keys=[key], args=[value])))
 
+    async def renew_leases(self, leases: Sequence[tuple[str, str]], ttl_ms: int) -> list[bool]:
+        if not leases:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for key, value in leases:
+            await self._renew(keys=[key], args=[value, ttl_ms], client=pipe)
+        return [bool(r) for r in await self._call(pipe.execute())]
+
     async def leases_exist(self, keys: Sequence[str]) -> list[bool]:
+        return await self.exists(keys)
+
+    async def exists(self, keys: Sequence[str]) -> list[bool]:
         if not keys:
             return []
         pipe = self.redis.pipeline(transaction=False)

@@ -93,6 +93,9 @@ class UnsafeBus(RedisBus):
     async def renew_lease(self, key: str, value: str, ttl_ms: int) -> bool:
         return await super().renew_lease(key, self._value(key, value), ttl_ms)
 
+    async def renew_leases(self, leases: Sequence[tuple[str, str]], ttl_ms: int) -> list[bool]:
+        return await super().renew_leases([(key, self._value(key, value)) for key, value in leases], ttl_ms)
+
     async def release_lease(self, key: str, value: str) -> bool:
         return await super().release_lease(key, self._joined.pop((key, value), value))
 
