@@ -59,6 +59,9 @@ class CallContext:
     """How the call was acquired: ``claimed`` or ``takeover``."""
     checkpoint: dict[str, str] = field(default_factory=dict)
     """Last durable input id per input stream, as loaded at acquisition."""
+    give_up: Callable[[], None] = lambda: None
+    """Release the call to be replayed from its checkpoint by its next owner: for a handler's own task (a timer)
+    that met a :class:`BusError`, as the worker does for an entry. Set by the worker once the call runs."""
 
     async def commit(
         self,
@@ -179,6 +182,7 @@ class Worker:
         ctx = CallContext(sid, self.svc, self.bus, self.ownership, reason, {k: v.decode() for k, v in raw.items()})
         handler = await self._factory(ctx)
         call = _Call(ctx, handler, self._inputs(sid))
+        ctx.give_up = lambda: self._give_up(call)
         call.task = asyncio.create_task(self._run_call(call), name=f"{self.svc}-call")
         self.calls[sid] = call
 

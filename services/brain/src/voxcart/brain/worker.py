@@ -39,7 +39,7 @@ import msgspec
 from prometheus_client import Histogram
 
 from voxcart.common import events as ev
-from voxcart.common.bus import Entry, Output, keys
+from voxcart.common.bus import BusError, Entry, Output, keys
 from voxcart.common.metrics import LATENCY_BUCKETS
 from voxcart.common.tasks import cancel_and_wait
 from voxcart.common.worker import CallContext
@@ -172,6 +172,9 @@ class BrainHandler:
         if "brain" in raw:
             handler = cls(ctx, dialog, _decoder.decode(raw["brain"]), agent, policy, silence_s)
             log.info("continuing a call's dialog at turn %d", handler.state.turn_no, extra={"call_sid": ctx.sid})
+            if not handler.state.finished and handler.state.played_turn == handler.state.turn_no:
+                # the last reply had played and the caller was silent: the timer of the previous owner died with it
+                handler._start_timer(handler._silence_timeout(), handler._silence)
             return handler
         meta = await ctx.bus.hgetall(keys.meta(ctx.sid))
         caller = meta.get("from", b"").decode()
@@ -561,7 +564,15 @@ class BrainHandler:
             await asyncio.sleep(delay)
             async with self._lock:
                 assert callable(action)
-                await action()
+                try:
+                    await action()
+                except BusError as exc:
+                    # as for an entry: the commit may or may not have landed; the next owner continues the call
+                    # from its checkpoint and state (and arms the silence timer again, see ``create``)
+                    log.warning(
+                        "Redis failed in a timer (%s): releasing the call", exc, extra={"call_sid": self.ctx.sid}
+                    )
+                    self.ctx.give_up()
 
         self._timer = asyncio.create_task(fire())
 
