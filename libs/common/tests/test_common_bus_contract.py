@@ -100,6 +100,16 @@ async def test_a_late_commit_does_not_outlive_the_calls_retention(bus: Bus) -> N
     assert await bus.exists([ckpt, out]) == [True, True]
 
 
+async def test_a_first_commit_after_the_call_ended_does_not_outlive_its_retention(bus: Bus) -> None:
+    lease, meta, ckpt, out = "lease:{CA6}", "meta:{CA6}", "ckpt:{CA6}", "out:{CA6}"
+    await bus.hset(meta, {"from": "+15555550123"}, ttl_ms=60_000)  # the gateway's, from the call's start
+    await bus.expire([meta], 200)  # the call ended before this replica committed anything for it
+    await bus.acquire_lease(lease, "me:1", 5000)
+    assert await bus.commit(lease, "me:1", [Output(out, b"x")], ckpt, {"in": "1-0"}, ttl_ms=60_000, ttl_anchor=meta)
+    await asyncio.sleep(0.35)
+    assert await bus.exists([meta, ckpt, out]) == [False, False, False]
+
+
 async def test_commit_is_fenced_and_atomic(bus: Bus) -> None:
     # one call's keys, its sid in braces: one Cluster slot, as keys.py names them
     lease, ckpt, state, out = "lease:{CA1}", "ckpt:{CA1}", "state:{CA1}", "out:{CA1}"

@@ -38,6 +38,7 @@ class FlakyBus(MemoryBus):
         state_key: str | None = None,
         state: Mapping[str, bytes] | None = None,
         ttl_ms: int = 0,
+        ttl_anchor: str | None = None,
     ) -> bool:
         if self.fail:
             self.fail -= 1
@@ -45,7 +46,7 @@ class FlakyBus(MemoryBus):
                 await super().commit(lease_key, lease_value, outputs, checkpoint_key, checkpoint, state_key, state)
             raise BusError("redis: Connection closed by server.")
         return await super().commit(
-            lease_key, lease_value, outputs, checkpoint_key, checkpoint, state_key, state, ttl_ms
+            lease_key, lease_value, outputs, checkpoint_key, checkpoint, state_key, state, ttl_ms, ttl_anchor
         )
 
 

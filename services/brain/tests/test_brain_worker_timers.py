@@ -37,11 +37,12 @@ class FailingBus(MemoryBus):
         state_key: str | None = None,
         state: Mapping[str, bytes] | None = None,
         ttl_ms: int = 0,
+        ttl_anchor: str | None = None,
     ) -> bool:
         if self.failing:
             raise BusError("redis: Connection refused")
         return await super().commit(
-            lease_key, lease_value, outputs, checkpoint_key, checkpoint, state_key, state, ttl_ms
+            lease_key, lease_value, outputs, checkpoint_key, checkpoint, state_key, state, ttl_ms, ttl_anchor
         )
 
 

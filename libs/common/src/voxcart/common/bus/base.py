@@ -122,12 +122,14 @@ class Bus(Protocol):
         state_key: str | None = None,
         state: Mapping[str, bytes] | None = None,
         ttl_ms: int = 0,
+        ttl_anchor: str | None = None,
     ) -> bool:
         """Atomically, if the lease still holds ``lease_value``: append ``outputs`` (rejected explicit ids are
         skipped), set the checkpoint fields (+ the state fields). Returns ``False`` when fenced out.
 
-        Keys it creates get ``ttl_ms``, capped by what is left of the checkpoint key's own TTL (a call's keys
-        cut to their retention at its end are not re-created for longer by a late commit)."""
+        Keys it creates get ``ttl_ms``, capped by what is left of the TTL of the checkpoint key and of
+        ``ttl_anchor`` (a key of the same call that exists from its start, e.g. its ``meta``): a call's keys cut to
+        their retention at its end are not re-created for longer by a late commit."""
         ...
 
     # -- plain keys ---------------------------------------------------------------------------------------

@@ -181,8 +181,10 @@ class ClusterBus(RedisBus):
         state_key: str | None = None,
         state: Mapping[str, bytes] | None = None,
         ttl_ms: int = 0,
+        ttl_anchor: str | None = None,
     ) -> bool:
         touched = [lease_key, checkpoint_key, *([state_key] if state_key else []), *(o.stream for o in outputs)]
+        touched += [ttl_anchor] if ttl_anchor else []
         slots = {key: self.cluster.keyslot(key) for key in touched}
         if len(set(slots.values())) > 1:
             named = ", ".join(f"{key} (slot {slot})" for key, slot in slots.items())
@@ -190,7 +192,7 @@ class ClusterBus(RedisBus):
                 f"a commit's keys must share one Cluster slot (one call's keys, its CallSid in braces): {named}"
             )
         return await super().commit(
-            lease_key, lease_value, outputs, checkpoint_key, checkpoint, state_key, state, ttl_ms=ttl_ms
+            lease_key, lease_value, outputs, checkpoint_key, checkpoint, state_key, state, ttl_ms, ttl_anchor
         )
 
     # -- call.started once --------------------------------------------------------------------------------

@@ -236,11 +236,13 @@ class MemoryBus:
         state_key: str | None = None,
         state: Mapping[str, bytes] | None = None,
         ttl_ms: int = 0,
+        ttl_anchor: str | None = None,
     ) -> bool:
         if not self._alive(lease_key) or self.values.get(lease_key) != lease_value:
             return False
-        if ttl_ms > 0 and self._alive(checkpoint_key) and checkpoint_key in self.expiry:
-            ttl_ms = max(1, min(ttl_ms, int(self.expiry[checkpoint_key] - self._now())))  # as Redis: PTTL caps it
+        for anchor in (checkpoint_key, ttl_anchor):  # as on Redis: what is left of their TTLs caps it
+            if ttl_ms > 0 and anchor is not None and self._alive(anchor) and anchor in self.expiry:
+                ttl_ms = max(1, min(ttl_ms, int(self.expiry[anchor] - self._now())))
         for out in outputs:
             if self._xadd(out) is not None:
                 self._expire_nx(out.stream, ttl_ms)

@@ -315,6 +315,7 @@ class Ownership:
             keys.state(sid) if state else None,
             state,
             ttl_ms=self.config.call_ttl_ms,
+            ttl_anchor=keys.meta(sid),
         )
         if not ok:
             await self._lose(sid)

@@ -24,13 +24,15 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local ttl = tonumber(ARGV[2])
 local n_out, n_ck, n_st = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 if ttl > 0 then
-  local left = redis.call('PTTL', KEYS[2])
-  if left > 0 and left < ttl then ttl = left end
+  for _, anchor in ipairs({KEYS[2], KEYS[4]}) do
+    local left = redis.call('PTTL', anchor)
+    if left > 0 and left < ttl then ttl = left end
+  end
 end
 local a = 6
 local added = 0
 for i = 1, n_out do
-  local key = KEYS[3 + i]
+  local key = KEYS[4 + i]
   local res = redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[a + 1], ARGV[a], 'd', ARGV[a + 2])
   if type(res) == 'table' and res.err then
     if not string.find(res.err, 'equal or smaller', 1, true) then return redis.error_reply(res.err) end
@@ -52,13 +54,15 @@ hset(KEYS[2], n_ck)
 hset(KEYS[3], n_st)
 return added
 """
-"""The fenced commit: KEYS the lease, the checkpoint, the state (or the checkpoint again), then the outputs' streams;
+"""The fenced commit: KEYS the lease, the checkpoint, the state (or the checkpoint again), the TTL anchor (or the
+checkpoint again), then the outputs' streams;
 ARGV the lease value, the TTL, the counts of outputs/checkpoint fields/state fields, then ``id, maxlen, data`` per
 output and the fields. -1 when fenced out, else how many outputs were appended.
 
-A key the commit creates lives no longer than the checkpoint it commits (``PTTL`` of ``KEYS[2]`` caps the TTL):
-once the gateway cuts a call's keys to their retention at ``call.ended``, a late commit of that call (a replica
-still draining its backlog) cannot re-create one of them with the full two hours."""
+A key the commit creates lives no longer than the checkpoint it commits nor the anchor (the call's ``meta``,
+which the gateway creates before ``call.started``): ``PTTL`` of each caps the TTL. Once the gateway cuts a call's
+keys to their retention at ``call.ended``, a late commit of that call (a replica still working through its
+backlog, or one that never committed for it before) cannot re-create one of them with the full two hours."""
 
 _PUBLISH = """
 local ttl = tonumber(ARGV[1])
@@ -316,9 +320,11 @@ class RedisBus:
         state_key: str | None = None,
         state: Mapping[str, bytes] | None = None,
         ttl_ms: int = 0,
+        ttl_anchor: str | None = None,
     ) -> bool:
         state = state or {}
-        keys = [lease_key, checkpoint_key, state_key or checkpoint_key] + [o.stream for o in outputs]
+        keys = [lease_key, checkpoint_key, state_key or checkpoint_key, ttl_anchor or checkpoint_key]
+        keys += [o.stream for o in outputs]
         args: list[Any] = [lease_value, ttl_ms, len(outputs), len(checkpoint), len(state)]
         for out in outputs:
             args += [out.id, out.maxlen, out.data]

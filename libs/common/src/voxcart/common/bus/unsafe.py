@@ -115,6 +115,7 @@ class UnsafeBus(RedisBus):
         state_key: str | None = None,
         state: Mapping[str, bytes] | None = None,
         ttl_ms: int = 0,
+        ttl_anchor: str | None = None,
     ) -> bool:
         return await super().commit(
             lease_key,
@@ -125,6 +126,7 @@ class UnsafeBus(RedisBus):
             state_key,
             state,
             ttl_ms,
+            ttl_anchor,
         )
 
     async def publish(self, outputs: Sequence[Output], ttl_ms: int = 0) -> list[str | None]:
