@@ -10,9 +10,12 @@ Stream entry ids are Redis ids ``<ms>-<seq>``. An output with an explicit id at 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
+
+if TYPE_CHECKING:
+    from .renewer import SyncRenewer
 
 __all__ = ["Bus", "BusError", "Entry", "Output", "PendingEntry", "parse_id"]
 
@@ -107,6 +110,10 @@ class Bus(Protocol):
         ...
 
     async def leases_exist(self, keys: Sequence[str]) -> list[bool]: ...
+
+    def sync_renewer(self, timeout_s: float) -> SyncRenewer | None:
+        """A renewer with a connection of its own, for a thread (:mod:`.renewer`); ``None`` where there is none."""
+        ...
 
     async def exists(self, keys: Sequence[str]) -> list[bool]:
         """Whether each key exists (one round trip)."""

@@ -217,6 +217,9 @@ class MemoryBus:
             return True
         return False
 
+    def sync_renewer(self, timeout_s: float) -> None:
+        return None  # nothing to reach from another thread: renewal stays on the event loop
+
     async def renew_leases(self, leases: Sequence[tuple[str, str]], ttl_ms: int) -> list[bool]:
         return [await self.renew_lease(key, value, ttl_ms) for key, value in leases]
 

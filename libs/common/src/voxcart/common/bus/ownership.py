@@ -3,8 +3,10 @@
 Invariants (design.md, "Ownership"):
 - A replica claims new calls from the lifecycle stream only while it owns fewer than ``max_calls``
   (pull-when-free is the load balancing).
-- A lease is ``SET NX PX``; it is renewed every third of its TTL on a task that only does renewal, so CPU work
-  elsewhere cannot starve it. A lease that cannot be renewed is dropped at once: the call is no longer ours.
+- A lease is ``SET NX PX``; it is renewed every third of its TTL, all of a replica's leases in one round trip, from
+  a thread with a connection of its own (:mod:`.renewer`: a lagging event loop cannot make them lapse) while the
+  loop still turns, else (a Cluster, the in-memory bus) from a task that only does renewal. A lease that cannot
+  be renewed is dropped at once: the call is no longer ours.
 - Only the lease holder commits: :meth:`Ownership.commit` runs one Lua call that checks the lease value, appends
   the outputs and sets the checkpoint (and state). A zombie's commit is fenced out.
 - A sweep takes over calls that are active (gateway heartbeat) but have no lease: their owner died.
@@ -28,6 +30,7 @@ from ..metrics import DLQ_TOTAL, LEASE_ACQUIRED, LEASE_LOST, OWNED_CALLS, BusStr
 from ..tasks import cancel_and_wait
 from . import keys
 from .base import Bus, BusError, Output
+from .renewer import RenewThread
 
 __all__ = ["Lease", "Ownership", "OwnershipConfig"]
 
@@ -54,6 +57,10 @@ class OwnershipConfig:
     max_deliveries: int = 3
     """After this many deliveries a lifecycle entry goes to the dead-letter stream."""
     call_ttl_ms: int = keys.CALL_TTL_MS
+    loop_stall_ms: int = 10_000
+    """Renewal from the thread stops while the event loop has not turned for this long (a stuck replica)."""
+    renew_in_thread: bool = True
+    """Renew from a thread where the bus offers a synchronous renewer (a single Redis)."""
 
 
 @dataclass
@@ -95,6 +102,8 @@ class Ownership:
         self._tasks: list[asyncio.Task[None]] = []
         self._draining = False
         self._last_renew_ok = time.monotonic()
+        self._renewer: RenewThread | None = None
+        self._applying: set[asyncio.Task[None]] = set()
         self._gauge = OWNED_CALLS.labels(svc)
         for reason in ("claimed", "takeover"):  # exported at 0 from the start, so rates and alerts see them
             LEASE_ACQUIRED.labels(svc, reason)
@@ -106,20 +115,35 @@ class Ownership:
     @property
     def healthy(self) -> bool:
         """Renewal has reached Redis within the lease TTL, and the loops are running."""
-        alive = all(not t.done() for t in self._tasks)
+        alive = all(not t.done() for t in self._tasks) and (self._renewer is None or self._renewer.alive)
         return alive and time.monotonic() - self._last_renew_ok < self.config.lease_ttl_ms / 1000
 
     async def start(self) -> None:
         await self.bus.ensure_group(keys.LIFECYCLE, self.svc)
+        interval_s = self.config.lease_ttl_ms / 3000
+        sync = self.bus.sync_renewer(interval_s) if self.config.renew_in_thread else None
+        if sync is not None:
+            self._renewer = RenewThread(
+                sync,
+                lambda: [(lease, lease.key, lease.value) for lease in tuple(self.owned.values())],
+                self.config.lease_ttl_ms,
+                interval_s,
+                self.config.loop_stall_ms / 1000,
+                self._renewal_done,
+            )
+            self._renewer.start()
         self._tasks = [
-            asyncio.create_task(self._renew_loop(), name=f"{self.svc}-renew"),
+            *([] if self._renewer else [asyncio.create_task(self._renew_loop(), name=f"{self.svc}-renew")]),
             asyncio.create_task(self._claim_loop(), name=f"{self.svc}-claim"),
             asyncio.create_task(self._sweep_loop(), name=f"{self.svc}-sweep"),
             asyncio.create_task(self._backlog_loop(), name=f"{self.svc}-backlog"),
         ]
 
     async def stop(self) -> None:
-        await cancel_and_wait(*self._tasks)
+        if self._renewer is not None:
+            await self._renewer.stop()
+            self._renewer = None
+        await cancel_and_wait(*self._tasks, *self._applying)
         self._tasks = []
 
     # -- acquiring ---------------------------------------------------------------------------------------
@@ -247,26 +271,38 @@ class Ownership:
 
     # -- keeping and losing ------------------------------------------------------------------------------
     async def _renew_loop(self) -> None:
+        """Renewal on the event loop, where the bus offers no thread renewer."""
         while True:
             await asyncio.sleep(self.config.lease_ttl_ms / 3000)
-            leases = list(self.owned.values())
+            leases = tuple(self.owned.values())
+            result: list[bool] | BusError
             try:
                 # one round trip (one pooled connection) for every lease, however many calls this replica owns
-                results = await self.bus.renew_leases(
+                result = await self.bus.renew_leases(
                     [(lease.key, lease.value) for lease in leases], self.config.lease_ttl_ms
                 )
-            except asyncio.CancelledError:
-                raise
             except BusError as exc:
-                log.warning("lease renewal failed: %s", exc)
-                if time.monotonic() - self._last_renew_ok > self.config.lease_ttl_ms / 1000:
-                    for lease in leases:
+                result = exc
+            await self._apply_renewal(leases, result)
+
+    def _renewal_done(self, leases: tuple[Lease, ...], result: list[bool] | BusError) -> None:
+        """On the loop, from the renewal thread."""
+        task = asyncio.create_task(self._apply_renewal(leases, result), name=f"{self.svc}-renewed")
+        self._applying.add(task)
+        task.add_done_callback(self._applying.discard)
+
+    async def _apply_renewal(self, leases: tuple[Lease, ...], result: list[bool] | BusError) -> None:
+        if isinstance(result, BusError):
+            log.warning("lease renewal failed: %s", result)
+            if time.monotonic() - self._last_renew_ok > self.config.lease_ttl_ms / 1000:
+                for lease in leases:
+                    if self.owned.get(lease.sid) is lease:
                         await self._lose(lease.sid)
-                continue
-            self._last_renew_ok = time.monotonic()
-            for lease, ok in zip(leases, results, strict=True):
-                if not ok and self.owned.get(lease.sid) is lease:
-                    await self._lose(lease.sid)
+            return
+        self._last_renew_ok = time.monotonic()
+        for lease, ok in zip(leases, result, strict=True):
+            if not ok and self.owned.get(lease.sid) is lease:
+                await self._lose(lease.sid)
 
     async def _lose(self, sid: str) -> None:
         if self.owned.pop(sid, None) is None:

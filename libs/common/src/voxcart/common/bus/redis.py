@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from .base import BusError, Entry, Output, PendingEntry
+from .renewer import RENEW, SyncRedisRenewer, SyncRenewer
 
 __all__ = ["RedisBus"]
 
@@ -85,11 +86,6 @@ each output's new id, or ``!`` and the error. One command instead of a pipeline 
 less CPU per entry (measured: 4-9 us against 12-19 us at batches of 50-10), which is most of what the gateway's
 inbound audio costs it besides the websocket."""
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -118,6 +114,7 @@ class RedisBus:
 
     def __init__(self, url: str = "redis://localhost:6379/0", client: aioredis.Redis | None = None) -> None:
         self.url = url
+        self._own_client = client is None
         # A blocking pool: a burst of commands beyond 64 connections (a worker renewing all its leases while every
         # call commits) waits for a free connection instead of failing with "Too many connections".
         self.redis: aioredis.Redis = client or aioredis.Redis.from_pool(
@@ -133,7 +130,7 @@ class RedisBus:
         )
         self._commit = self.redis.register_script(_COMMIT)
         self._publish = self.redis.register_script(_PUBLISH)
-        self._renew = self.redis.register_script(_RENEW)
+        self._renew = self.redis.register_script(RENEW)
         self._release = self.redis.register_script(_RELEASE)
         self._start_once = self.redis.register_script(_START_ONCE)
 
@@ -290,6 +287,11 @@ class RedisBus:
 
     async def release_lease(self, key: str, value: str) -> bool:
         return bool(await self._call(self._release(keys=[key], args=[value])))
+
+    def sync_renewer(self, timeout_s: float) -> SyncRenewer | None:
+        """A connection of its own to the same server; ``None`` for a bus on a client it was given (tests, the
+        Cluster and test-only buses: their renewal stays on the event loop)."""
+        return SyncRedisRenewer(self.url, timeout_s) if self._own_client else None
 
     async def renew_leases(self, leases: Sequence[tuple[str, str]], ttl_ms: int) -> list[bool]:
         if not leases:
