@@ -52,6 +52,7 @@ from .twilio.media import MediaProtocolError
 from .twilio.rest import TwilioRest
 from .twilio.signature import SignatureError, parse_form, public_url, public_ws_url, verify_signature
 from .twilio.twiml import VoiceResponse
+from .ws_protocol import MediaWebSocketProtocol
 
 __all__ = ["DrainingServer", "create_app", "listen_sockets", "serve"]
 
@@ -436,6 +437,7 @@ def serve(settings: Settings) -> None:
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        ws=MediaWebSocketProtocol,  # uvicorn's, without a pause/resume of the socket per frame
         ws_max_size=_MAX_FRAME * 2,
         timeout_graceful_shutdown=30,
         lifespan="on",
