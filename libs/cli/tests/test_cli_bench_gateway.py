@@ -4,16 +4,22 @@ the table on made-up data; the stand-in agent on a MemoryBus; one short run agai
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from voxcart.cli.bench.gateway import GatewayOptions, _merge, parse_steps, run_gateway_bench, schedstat, verdict
-from voxcart.cli.bench.gateway_callers import CallerReport
+from voxcart.cli.bench.gateway_callers import CallerReport, measured
 from voxcart.cli.bench.gateway_downstream import CHUNK_BYTES, FakeDownstream
 from voxcart.cli.bench.gateway_report import render
+from voxcart.cli.bench.gateway_sched import NICE, raise_priority, realtime
+from voxcart.cli.bench.load_measure import pacing
 from voxcart.cli.main import build_parser
+from voxcart.cli.simulator import WireEvent
 from voxcart.common import events as ev
 from voxcart.common.bus import MemoryBus, Output, keys
 
@@ -99,6 +105,63 @@ def test_cli_bench_gateway_schedstat_sums_the_threads(tmp_path: Path) -> None:
     assert schedstat(12, tmp_path) is None
 
 
+def _turns(starts: list[float], sentences: int = 2, frames: int = 10) -> list[WireEvent]:
+    """A caller's wire log of well paced turns: each starts with the pacer's 120 ms lead burst, then a 40 ms frame
+    every 40 ms (every other one 1.5 ms late), a mark after each sentence."""
+    wire: list[WireEvent] = []
+    for turn, start in enumerate(starts, 1):
+        n = 0
+        for seq in range(sentences):
+            for _ in range(frames):
+                t = start + (0.0 if n < 3 else (n - 2) * 0.04 + 0.0015 * (n % 2))
+                wire.append(WireEvent(t, "media", nbytes=320, voiced=True))
+                n += 1
+            wire.append(WireEvent(wire[-1].t, "mark", name=f"t{turn}-s{seq}"))
+    return wire
+
+
+def test_cli_bench_gateway_measures_whole_turns_only() -> None:
+    wire = _turns([0.0, 2.0, 4.0])  # turns of 20 frames: 0..0.72 s, 2..2.72 s, 4..4.72 s
+    window = (0.3, 4.5)  # opens in turn 1's second sentence, closes in turn 3's second one
+    kept = measured(wire, window)
+    assert kept[0].kind == "mark" and kept[0].name == "t1-s1"  # turn 1's media, playing at the start, is left out
+    assert kept[-1].name == "t3-s0"  # nothing after the last mark in the window: those frames' turn is unknown
+    assert all(e.t >= window[0] and e.t <= window[1] for e in kept)
+    assert sum(e.kind == "media" for e in kept) == 20 + 10
+    assert pacing([kept]).underruns == 0
+    # cut naively, each run cut by the window starts with no lead: its first late frame is an underrun
+    assert pacing([[e for e in wire if window[0] <= e.t <= window[1]]]).underruns == 2
+
+
+def test_cli_bench_gateway_priority_goes_through_the_autogroup_file(tmp_path: Path) -> None:
+    (tmp_path / "41").mkdir()
+    (tmp_path / "41" / "autogroup").write_text("/autogroup-7 nice 0\n")
+    assert raise_priority(41, NICE, tmp_path)
+    assert (tmp_path / "41" / "autogroup").read_text() == str(NICE)
+    assert not raise_priority(42, NICE, tmp_path)  # no such process (or no autogroup): nothing raised
+
+
+def test_cli_bench_gateway_realtime_says_whether_it_took(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        took = realtime(child.pid)
+        assert took == (os.sched_getscheduler(child.pid) == os.SCHED_RR)  # root: it takes; otherwise: refused
+    finally:
+        child.kill()
+        child.wait()
+    assert not realtime(child.pid, proc=tmp_path)  # no such process
+
+
+def test_cli_bench_gateway_own_session_leads_a_new_session() -> None:
+    code = (
+        "import os; from voxcart.cli.bench.gateway_sched import own_session; "
+        "own_session(None); print(os.getsid(0) == os.getpid())"
+    )
+    # in a child process: setsid here would take pytest out of its session
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
+    assert out.stdout.strip() == "True"
+
+
 def test_cli_bench_gateway_table_shows_each_step_and_why_it_missed() -> None:
     missed = step(calls=100, jitter_ms={"n": 5, "p99": 40.0})
     report = {
@@ -157,7 +220,7 @@ async def test_cli_bench_gateway_stand_in_agent_talks_like_tts_until_the_call_en
 def test_cli_bench_gateway_three_calls_against_a_real_gateway(tmp_path: Path) -> None:
     options = GatewayOptions(
         steps=[3],
-        hold_s=9.0,
+        hold_s=13.0,  # the window then holds the whole first sentences of the agent's second turn (7.5 s in)
         stagger_s=0.1,
         procs=1,
         json_path=str(tmp_path / "gw.json"),

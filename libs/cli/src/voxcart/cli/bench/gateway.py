@@ -46,6 +46,7 @@ from voxcart.cli.calling import DEV_AUTH_TOKEN
 from .gateway_callers import CallerPlan, CallerReport, run_callers
 from .gateway_downstream import FakeDownstream
 from .gateway_report import render
+from .gateway_sched import NICE, RT_PRIORITY, raise_priority, realtime
 from .load_measure import metric_value, stats
 from .load_probe import ResourceSampler, scrape
 
@@ -66,8 +67,10 @@ class GatewayOptions:
         stagger_s: between two calls' starts.
         procs: caller processes (default: one per :data:`CALLS_PER_PROCESS` calls, at least 2).
         pin: run the gateway alone on one CPU and everything else (Redis, the callers, the stand-in agent) on the
-            others, so the callers do not take the gateway's time (on a machine shared with other work the gateway
-            then cannot move off a busy CPU: see ``waited_for_cpu_ms_per_s``).
+            others, so the callers do not take the gateway's time; and, where allowed, the gateway ahead of other
+            work on its CPU (real-time) and each caller process in a session of its own ahead of other work on the
+            machine (:mod:`.gateway_sched`): the gateway cannot move away from a busy CPU (see
+            ``waited_for_cpu_ms_per_s``).
         json_path: where the result goes (``None``: nowhere).
         log_path: the gateway's log.
 
@@ -179,7 +182,18 @@ async def run_step(
     for p in range(procs):
         n = calls // procs + (p < calls % procs)
         plans.append(
-            CallerPlan(url, DEV_AUTH_TOKEN, first, n, start_at, options.stagger_s, options.hold_s, window, block)
+            CallerPlan(
+                url,
+                DEV_AUTH_TOKEN,
+                first,
+                n,
+                start_at,
+                options.stagger_s,
+                options.hold_s,
+                window,
+                block,
+                nice=NICE if options.pin else None,
+            )
         )
         first += n
     print(f"{calls} calls from {procs} processes, {options.hold_s:g} s each...", file=err, flush=True)
@@ -246,6 +260,7 @@ async def run_step(
         "callers": {
             "frames_sent": merged["frames_sent"],
             "cpu_cores": round(callers_cpu / max(1e-9, options.hold_s + ramp_s), 3),
+            "prioritized": sum(r.prioritized for r in reports),
             "tick_late_ms": merged["tick_late_ms"],
             "loop_lag_ms": merged["loop_lag_ms"],
         },
@@ -306,7 +321,10 @@ def _gateway(redis_url: str, log_path: str, cpus: set[int] | None) -> Iterator[t
         }
         cmd = [sys.executable, "-m", "voxcart.cli.main", "serve", "gateway"]
         pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None  # before exec: every thread inherits it
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin)  # noqa: PLW1509
+        # a session of its own: a scheduling group of its own, not one shared with the callers (.gateway_sched)
+        proc = subprocess.Popen(  # noqa: PLW1509
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin, start_new_session=True
+        )
         try:
             if proc.poll() is not None:
                 raise StackError(f"the gateway exited with code {proc.returncode} (see {log_path})")
@@ -319,6 +337,14 @@ def _gateway(redis_url: str, log_path: str, cpus: set[int] | None) -> Iterator[t
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _prioritize(pid: int) -> str | None:
+    """Put the gateway ahead of other work on its CPU (:mod:`.gateway_sched`); how, or ``None`` if not allowed."""
+    autogroup = raise_priority(pid)  # also what holds if the real-time policy is refused
+    if realtime(pid):
+        return f"SCHED_RR {RT_PRIORITY}"
+    return f"autogroup nice {NICE}" if autogroup else None
 
 
 def run_gateway_bench(options: GatewayOptions, err: TextIO = sys.stderr) -> dict[str, Any]:
@@ -339,10 +365,13 @@ def run_gateway_bench(options: GatewayOptions, err: TextIO = sys.stderr) -> dict
     except RedisNotFound as exc:
         raise StackError(str(exc)) from exc
     steps: list[dict[str, Any]] = []
+    gateway_priority: str | None = None
     load_before = os.getloadavg()
     try:
         print(f"starting Redis and a gateway (its log in {options.log_path})...", file=err, flush=True)
         with _gateway(redis.url, options.log_path, gateway_cpus) as (url, pid):
+            if options.pin:
+                gateway_priority = _prioritize(pid)
             fresh: dict[str, float] = {}
             for calls in options.steps:
                 step = asyncio.run(run_step(options, calls, (url, pid, redis.process.pid), redis.url, fresh, err))
@@ -358,6 +387,7 @@ def run_gateway_bench(options: GatewayOptions, err: TextIO = sys.stderr) -> dict
         "host": {"cpus": os.cpu_count(), "load_avg_before": list(load_before), "load_avg_after": list(os.getloadavg())},
         "options": asdict(options),
         "cpus": {"gateway": sorted(gateway_cpus or []), "others": sorted(other_cpus or [])},
+        "priority": {"gateway": gateway_priority, "callers_autogroup_nice": NICE if options.pin else None},
         "target": dict(TARGET),
         "steps": steps,
         "duration_s": round(time.monotonic() - started, 1),

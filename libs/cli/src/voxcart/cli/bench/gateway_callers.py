@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
 import secrets
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -36,9 +38,11 @@ from voxcart.cli._simulator_stream import sign
 from voxcart.cli._simulator_types import WireEvent
 from voxcart.common.audio import FRAME_BYTES, SAMPLE_RATE, silence_ulaw
 
+from .bargein_measure import media_turns
+from .gateway_sched import own_session
 from .load_measure import Pacing, pacing
 
-__all__ = ["CallerPlan", "CallerReport", "run_callers"]
+__all__ = ["CallerPlan", "CallerReport", "measured", "run_callers"]
 
 _TICK = FRAME_BYTES / SAMPLE_RATE
 _SILENCE_B64 = base64.b64encode(silence_ulaw(FRAME_BYTES)).decode()
@@ -59,6 +63,8 @@ class CallerPlan:
         window: epoch seconds ``(from, to)``: only what the callers saw then is measured (every call up, none
             hung up, the caller processes past their start).
         number_block: caller numbers ``+1555<block><k>`` (fresh per step: the gateway rate-limits numbers).
+        nice: run in a session of its own with this autogroup nice, where allowed (:mod:`.gateway_sched`);
+            ``None``: stay in the bench's session.
     """
 
     gateway_url: str
@@ -70,6 +76,7 @@ class CallerPlan:
     hold_s: float
     window: tuple[float, float]
     number_block: int = 100
+    nice: int | None = None
 
 
 @dataclass
@@ -89,6 +96,8 @@ class CallerReport:
     """How late each tick's first frame went out (the callers' own send timing)."""
     cpu_s: float = 0.0
     """CPU this process used."""
+    prioritized: bool = False
+    """Its session's autogroup nice was set to the plan's ``nice``."""
 
 
 class _Socket:
@@ -115,6 +124,29 @@ class _Socket:
         self.seq += 1
         body = msgspec.json.encode({"name": name}).decode()
         return f'{{"event":"mark","sequenceNumber":"{self.seq}","mark":{body},"streamSid":"{self.stream_sid}"}}'
+
+
+def measured(wire: Sequence[WireEvent], window: tuple[float, float]) -> list[WireEvent]:
+    """The events of a call's wire log that its pacing is measured on: those inside ``window``, less the media of
+    the turn already playing when the window opened and of the sentence still playing when it closed.
+
+    The pacing figures play each run of a turn at real time from its first frame, and tell a frame's turn by the
+    first mark after it. Cut at the window's start, a turn would begin with no audio ahead, whereas the caller was
+    in fact playing on the lead the pacer built when the turn began; cut at its end, the frames after the last
+    mark would have no turn and start a new run, again with no lead. Either way every frame a millisecond late
+    would count as an underrun and restart the schedule with no lead (about one false underrun a call, while the
+    gateway's pacer had none).
+    """
+    turns = media_turns(wire)
+    first = bisect.bisect_left([e.t for e in wire], window[0])
+    last = bisect.bisect_right([e.t for e in wire], window[1])
+    last = next((i + 1 for i in range(last - 1, first - 1, -1) if wire[i].kind in ("mark", "clear")), last)
+    playing = next((turns[i] for i in range(first - 1, -1, -1) if wire[i].kind in ("media", "clear")), None)
+    return [
+        e
+        for i, e in enumerate(wire[first:last], first)
+        if not (playing is not None and e.kind == "media" and turns[i] == playing)
+    ]
 
 
 def _local(url: str, gateway_url: str) -> str:
@@ -188,7 +220,7 @@ class _Process:
             self.report.errors.append(f"call {k}: socket closed early: {exc}"[:200])
         finally:
             sock.open = False
-            pacing([[e for e in sock.wire if self.window[0] <= e.t <= self.window[1]]], self._pacing)
+            pacing([measured(sock.wire, self.window)], self._pacing)
 
     async def _webhook(self, http: httpx.AsyncClient, sid: str, number: str) -> tuple[str, dict[str, str]]:
         """POST the voice webhook; the stream URL and parameters of its ``<Connect><Stream>``."""
@@ -286,7 +318,11 @@ class _Process:
 def run_callers(plan: CallerPlan) -> CallerReport:
     """Run one caller process's calls to their end (the multiprocessing entry point)."""
 
+    prioritized = plan.nice is not None and own_session(plan.nice)
+
     async def main() -> CallerReport:
         return await _Process(plan).run()
 
-    return asyncio.run(main())
+    report = asyncio.run(main())
+    report.prioritized = prioritized
+    return report

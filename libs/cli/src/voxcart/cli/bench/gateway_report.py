@@ -49,6 +49,9 @@ def render(report: Mapping[str, Any]) -> str:
         "(the gateway waiting for a CPU, or callers late to tick, mean the machine was short of CPU: jitter and "
         "underruns then say more about the machine than about the gateway)"
     )
+    priority = report.get("priority", {}).get("gateway")
+    if priority:
+        out.append(f"(the gateway ran ahead of other work on its CPU: {priority})")
     t = report["target"]
     out.append(
         f"target: jitter p99 <= {t['jitter_p99_ms']:g} ms, no underrun, <= {t['rss_mib_per_call']:g} MiB a call, "
