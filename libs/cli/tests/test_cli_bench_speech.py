@@ -28,6 +28,7 @@ from voxcart.cli.bench.calls import compose_call
 from voxcart.cli.bench.corpus import JOBS, in_domain_sentences, in_samples, quick_subset
 from voxcart.cli.bench.decoding import assign_finals
 from voxcart.cli.bench.noise import (
+    BABBLE_WARPS,
     active_samples,
     babble,
     band_limit,
@@ -35,6 +36,7 @@ from voxcart.cli.bench.noise import (
     measured_snr,
     mix_at_snr,
     noise_mix,
+    warp_voice,
 )
 from voxcart.cli.bench.report import render, table
 from voxcart.cli.bench.wer import WordErrors, align, canonical_tokens, word_errors
@@ -196,6 +198,34 @@ def test_babble_is_the_talkers_and_band_limited() -> None:
     assert np.allclose(band_limit(x), x, atol=1e-9)
     with pytest.raises(ValueError, match="babble"):
         babble([np.zeros(800, dtype=np.int16)], 100, rng)
+
+
+def _peak_hz(x: npt.NDArray[np.float64]) -> float:
+    spectrum = np.abs(np.fft.rfft(x))
+    return float(np.fft.rfftfreq(len(x), 1 / 8000)[int(np.argmax(spectrum))])
+
+
+def test_warp_voice_scales_every_frequency_and_the_rate() -> None:
+    t = np.arange(8000) / 8000
+    tone = np.sin(2 * np.pi * 500 * t)
+    higher = warp_voice(tone, 1.25)
+    assert len(higher) == pytest.approx(8000 / 1.25, abs=2)
+    assert _peak_hz(higher) == pytest.approx(625, abs=3)
+    assert _peak_hz(warp_voice(tone, 0.8)) == pytest.approx(400, abs=3)
+    assert warp_voice(tone, 1.0) is tone
+    with pytest.raises(ValueError, match="warp_voice"):
+        warp_voice(tone, 3.0)
+
+
+def test_babble_talkers_are_other_voices_than_the_callers() -> None:
+    """Every babble talker is warped at least 10 % away from the caller's voice (no competing-speaker test)."""
+    assert len(BABBLE_WARPS) >= 6 and all(abs(w - 1.0) >= 0.1 for w in BABBLE_WARPS)
+    rng = np.random.default_rng(5)
+    tone = np.round(3000 * np.sin(2 * np.pi * 500 * np.arange(4000) / 8000)).astype(np.int16)
+    one = babble([tone], 8000 * 2, rng, voices=1, warps=(1.4,))
+    assert _peak_hz(one) == pytest.approx(700, abs=5)
+    same = babble([tone], 8000 * 2, np.random.default_rng(5), voices=1, warps=(1.0,))
+    assert _peak_hz(same) == pytest.approx(500, abs=5)
 
 
 def test_compose_call_spans_are_where_the_speech_is() -> None:

@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pytest
 
 from voxcart.common.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from voxcart.stt.denoise import Denoiser, librnnoise_path, state_bytes
+from voxcart.stt.denoise import DRY_MIX, NOISY_DRY_MIX, Denoiser, librnnoise_path, state_bytes
 from voxcart.stt.endpointer import EndpointerConfig, Step, VadEndpointer
 
 Int16Array = npt.NDArray[np.int16]
@@ -112,6 +112,17 @@ def test_bad_input_and_closed_denoiser() -> None:
     assert denoiser.process(bytes(320)) == bytes(320)
 
 
+def test_dry_mix_is_the_suppression_floor() -> None:
+    """On loud noise RNNoise's own output is nearly silent: what is left is the dry share of the input."""
+    noise = _phone(_noise(2000.0, 8000 * 2, seed=8))
+    tail = slice(8000, None)  # after the network has settled
+    kept = {dry: _rms(_denoise(Denoiser(dry), noise)[tail]) / _rms(noise[tail]) for dry in (DRY_MIX, NOISY_DRY_MIX)}
+    assert kept[NOISY_DRY_MIX] < kept[DRY_MIX] <= 1.5 * DRY_MIX
+    assert kept[NOISY_DRY_MIX] <= 1.5 * NOISY_DRY_MIX
+    with pytest.raises(ValueError, match="dry_mix"):
+        Denoiser(1.5)
+
+
 def test_library_and_state_size() -> None:
     assert librnnoise_path().name == "librnnoise.so"
     assert 20_000 < state_bytes() < 64_000
@@ -155,6 +166,14 @@ def test_auto_denoises_a_noisy_line(speech: Callable[[str], bytes]) -> None:
     assert len(started) == 3 and sum(s.ended for s in steps) == 3
     pre_roll = started[0].frames[0]
     assert pre_roll.pcm != pre_roll.line and pre_roll.rms < 100  # the pre-roll the decoder gets is denoised
+
+
+@pytest.mark.parametrize(("level", "dry"), [(150.0, DRY_MIX), (500.0, NOISY_DRY_MIX)])
+def test_auto_suppresses_deeper_on_a_loud_line(speech: Callable[[str], bytes], level: float, dry: float) -> None:
+    """Over ``noisy_floor`` (300 RMS; the bench's 10 dB calls, ~500) the denoiser keeps less of the line."""
+    ep = VadEndpointer(EndpointerConfig(denoise="auto"))
+    _run(ep, _call(speech, level, seed=7)[:40])
+    assert ep._denoiser is not None and ep._denoiser.dry_mix == dry  # which denoiser it made is the point here
 
 
 @pytest.mark.parametrize("denoise", ["auto", "on"])

@@ -53,6 +53,15 @@ def test_every_pair_of_digits_is_a_bigram() -> None:
     assert ("three", "one") not in {tuple(line.split()[1:3]) for line in plain.arpa.splitlines()}
 
 
+def test_every_run_of_three_digits_is_a_trigram() -> None:
+    """After any two digits the LM has seen every digit (a trigram, not a back-off to the unigram)."""
+    lm = build_domain_lm(["my order number is 12345"])
+    trigrams = lm.arpa.split("\\3-grams:")[1].split("\\end\\")[0]
+    runs = {tuple(line.split()[1:4]) for line in trigrams.strip().splitlines()}
+    assert {(a, b, c) for a in DIGIT_WORDS for b in DIGIT_WORDS for c in DIGIT_WORDS} <= runs
+    assert ("one", "oh", "oh") in runs and ("oh", "oh", "two") in runs
+
+
 def test_words_missing_from_cmudict_get_letter_to_sound_pronunciations() -> None:
     lm = build_domain_lm(["the zorbleflex is broken", "is the kalvani scarf in stock"])
     assert lm.pronunciations["zorbleflex"] == ("Z AO R B AH L F L EH K S",)

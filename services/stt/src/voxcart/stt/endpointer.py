@@ -14,13 +14,13 @@ see ``EndpointerConfig``):
   (PocketSphinx needs ~300 ms of non-speech in front), or at the oldest frame retained since the last rebase.
 - **Inside**: a frame stays voiced down to ``release_threshold`` (hysteresis), if its level is not far below
   the utterance's speech.
-- **Denoising** (``EndpointerConfig.denoise``, ``STT_DENOISE``; ``denoise``): RNNoise runs in front of the
-  detector, the level gates and the decoder (:attr:`Frame.pcm` is the denoised audio, :attr:`Frame.line` the
-  line's). ``"auto"`` turns it on while idle, once the retained frames' median RMS reaches ``denoise_floor``,
-  and denoises the retained frames again (the pre-roll the decoder gets); it stays on until the next rebase,
-  which decides again from the frames it replays. A quiet line is never denoised, so it is heard bit for bit
-  as without it. At 10 dB SNR (the bench's mix, babble included) intent accuracy went from 42-47 % to 81 %,
-  at 20 dB from 93 % to 97 %.
+- **Denoising** (``EndpointerConfig.denoise``, ``STT_DENOISE``; ``denoise``): RNNoise runs in front of the detector,
+  the level gates and the decoder (:attr:`Frame.pcm` is the denoised audio, :attr:`Frame.line` the line's).
+  ``"auto"`` turns it on while idle, once the retained frames' median RMS reaches ``denoise_floor``, and denoises
+  the retained frames again (the pre-roll the decoder gets); it stays on until the next rebase, which decides again
+  from the frames it replays; on a line whose floor reaches ``noisy_floor`` it suppresses deeper
+  (``denoise.NOISY_DRY_MIX``). A quiet line is never denoised, so it is heard bit for bit as without it. At 10 dB
+  SNR (the bench's mix, babble included) intent accuracy went from 42-47 % to 81 %, at 20 dB from 93 % to 97 %.
 - **End**: ``end_silence_ms`` of frames without speech, ``noisy_extra_ms`` more when the line's noise floor
   measured at the start is at least ``noisy_floor`` (the detector is less sure of weak speech in noise);
   :meth:`VadEndpointer.set_end_silence_ms` changes the base for the next decision. A lone voiced frame (a
@@ -51,7 +51,7 @@ from typing import Literal
 import numpy as np
 from pocketsphinx import Vad
 
-from voxcart.stt.denoise import Denoiser
+from voxcart.stt.denoise import DRY_MIX, NOISY_DRY_MIX, Denoiser
 from voxcart.stt.vad import SpeechDetector, new_detector
 
 __all__ = ["EndpointerConfig", "Frame", "Step", "VadEndpointer"]
@@ -277,6 +277,12 @@ class VadEndpointer:
         return self._in_speech
 
     @property
+    def noise_floor(self) -> float:
+        """The line's noise floor (median RMS of the retained frames, on what the detector hears: denoised audio
+        when denoising) measured when the utterance in progress, or the last one, started; 0 before any."""
+        return self._floor
+
+    @property
     def end_silence_ms(self) -> int:
         """The silence that ends the utterance in progress (or the next one), noisy-line extra included."""
         noisy = self._in_speech and self._floor >= self.config.noisy_floor
@@ -362,7 +368,8 @@ class VadEndpointer:
         history = self._history
         if len(history) < self._denoise_after or self._noise_floor() < self.config.denoise_floor:
             return
-        self._denoiser = denoiser = Denoiser()
+        loud = self._noise_floor() >= self.config.noisy_floor  # deeper suppression: see ``denoise.NOISY_DRY_MIX``
+        self._denoiser = denoiser = Denoiser(NOISY_DRY_MIX if loud else DRY_MIX)
         for k, f in enumerate(history):
             pcm = denoiser.process(f.line)
             history[k] = Frame(f.entry_id, pcm, f.arrived, _rms(pcm), f.voiced, f.prob, f.line)

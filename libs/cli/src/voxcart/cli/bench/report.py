@@ -65,12 +65,27 @@ def _in_domain(part: Mapping[str, Any]) -> list[str]:
         f"    {part['utterances']} utterances of {part['sentences']} sentences ({part['held_out']} held-out phrasings, "
         f"{part['verbatim']} verbatim), speeds {', '.join(f'{s:g}' for s in part['speeds'])}; noise "
         + ", ".join(f"{k} {100 * v:.0f} %" for k, v in part["noise"]["mix"].items())
+        + _babble(part["noise"])
         + f"; intent on the reference text itself: {_pct(part['intent_text_ceiling'])}",
         "    intent: the brain's classifier on the transcript; confident: right intent and the final's confidence "
         f"at least the recognizer's MIN_CONFIDENCE ({part.get('min_confidence')})",
         "",
         table(headers, rows),
     ]
+
+
+def _babble(noise: Mapping[str, Any]) -> str:
+    """How the babble was made (older reports have no warps: the caller's own voice)."""
+    talkers = noise.get("babble_talkers")
+    if not talkers:
+        return ""
+    warps = noise.get("babble_warps")
+    voices = (
+        f"the caller's voice warped to other speakers (x{min(warps):g}-{max(warps):g})"
+        if warps
+        else "the caller's voice"
+    )
+    return f" (babble: {talkers} talkers, {voices})"
 
 
 def _asterisk(part: Mapping[str, Any]) -> list[str]:

@@ -65,7 +65,7 @@ from .decoding import (
     run_prompt_task,
 )
 from .intent import IntentJudge
-from .noise import NOISE_MIX, measured_snr
+from .noise import BABBLE_TALKERS, BABBLE_WARPS, NOISE_MIX, measured_snr
 from .perf import AGENT_PROMPTS, piper_first_audio, summary, tts_first_audio
 from .recorded import asterisk_report, asterisk_sets, prompt_tasks
 from .report import render
@@ -364,7 +364,13 @@ def run_speech_bench(options: SpeechBenchOptions) -> dict[str, Any]:
             "held_out": len(sentences) - len(verbatim_texts),
             "verbatim": len(verbatim_texts),
             "speeds": sorted({r.speed for r in renditions}),
-            "noise": {"mix": NOISE_MIX, "snr_db": list(SNRS_DB), "band_hz": [200, 3800], "babble_talkers": 4},
+            "noise": {
+                "mix": NOISE_MIX,
+                "snr_db": list(SNRS_DB),
+                "band_hz": [200, 3800],
+                "babble_talkers": BABBLE_TALKERS,
+                "babble_warps": list(BABBLE_WARPS),
+            },
             "intent_text_ceiling": round(ceiling / len(labelled), 4) if labelled else None,
             "min_confidence": min_confidence,
             "conditions": conditions,
