@@ -34,6 +34,7 @@ from .bus.base import Bus, BusError, Entry, Output
 from .bus.ownership import Ownership, OwnershipConfig
 from .bus.unsafe import without_guards
 from .capacity import CapacityReport, publish_report
+from .memtrim import start_trimming
 from .metrics import COMMITS, BusStreamMetrics, HealthServer
 from .settings import Settings
 from .tasks import cancel_and_wait
@@ -370,6 +371,7 @@ class Worker:
         if install_signals:
             gc.collect()
             gc.freeze()
+            start_trimming()
         await self.ownership.start()
         reader = asyncio.create_task(self._read_loop(), name=f"{self.svc}-read")
         beat = asyncio.create_task(self._heartbeat(), name=f"{self.svc}-heartbeat")

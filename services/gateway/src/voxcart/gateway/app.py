@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from voxcart.common import events as ev
 from voxcart.common.bus import Bus, BusError, keys, open_bus
+from voxcart.common.memtrim import start_trimming
 from voxcart.common.settings import Settings, SettingsError
 
 from .admission import Admission
@@ -431,6 +432,7 @@ def serve(settings: Settings) -> None:
     # otherwise scanned it all again and stalled every call's pacing for ~75-100 ms at 200 calls.
     gc.collect()
     gc.freeze()
+    start_trimming()  # the calls' audio buffers leave free holes glibc keeps: give them back (memtrim)
     config = uvicorn.Config(
         app,
         host=settings.host,
