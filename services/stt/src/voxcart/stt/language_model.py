@@ -177,9 +177,9 @@ def _digit_sentences(length: int = 6, order: int = DIGIT_ORDER) -> list[list[str
     repeat three" (with every pair of digits the LM scored it 0.2 above the right sentence, with every triple
     0.9 below). Every pair (order 2: 25 strings of 5 digits plus their "oh" forms) against every triple
     (order 3: 250 strings of 6 digits plus 69 "oh" forms; the demo store's LM 2066 sentences, 8,286 ARPA lines
-    / 190 KB instead of 1778, 7,230 / 167 KB), with the band folded (``bandwidth``): ``voxcart bench speech``
-    clean in-domain WER 10.2 % -> 9.8 %, order numbers exactly right 3 of 9 either way; a separate tuning set
-    of 48 caller sentences 26.2 % -> 24.8 %.
+    / 190 KB instead of 1778, 7,230 / 167 KB): measured with a telephone-band folding front end since dropped,
+    ``voxcart bench speech`` clean in-domain WER 10.2 % -> 9.8 %, order numbers exactly right 3 of 9 either way;
+    a separate tuning set of 48 caller sentences 26.2 % -> 24.8 %.
     """
     sequence = _de_bruijn(10, order)
     step = length - (order - 1)  # consecutive pieces share order - 1 digits, so no run is lost at a cut

@@ -3,13 +3,7 @@
 :class:`CallRecognizer` is fed one call's frames in order; it borrows its decoders from the worker's shared
 :class:`~voxcart.stt.recognizer_model.RecognizerModel` (domain LM, grammars, decoder pools). The audio path is
 μ-law -> int16 8 kHz -> endpointer (VAD, pre-roll) -> upsampled to 16 kHz (the en-us acoustic model is a 16 kHz
-model; running it at 8 kHz fails, speech.md §1) -> decoder(s). Utterances decoded with the domain LM alone
-(``"free"``) on a quiet line get the telephone band folded into the empty upper band (``bandwidth``:
-``voxcart bench speech``'s clean in-domain WER 12.2 % -> 10.2 %, 9.8 % with the LM's digit triples). Not on a
-line noisy enough to be denoised (the fold mirrors the noise too), and not under a grammar: there its answers
-got worse ("seven two nine oh six" -> "one seven nine oh six", "yes" -> "yep", "nope thanks" -> "no thanks" in
-this service's tests) and :func:`~voxcart.stt.scoring.choose` and the confidence compare acoustic scores
-fitted on plain audio.
+model; running it at 8 kHz fails, speech.md §1) -> decoder(s).
 
 Expectations (:meth:`CallRecognizer.listen`): ``"free"`` decodes with the domain LM. ``"digits"``, ``"yes_no"``
 and ``"product"`` (given a :class:`Catalogue`) decode each utterance twice, frame by frame: with the
@@ -38,8 +32,7 @@ Invariants:
 - Every utterance starts from the same decoder state whatever decoder of the pool it gets: ``reinit_feat()``
   plus the cepstral mean (CMN) carried from the call's previous final (the first starts from
   :data:`TELEPHONE_CMN`; a final that was mostly silence carries none, see ``carried_cmn``), a fresh
-  resampler (folding or not by the endpointer's state at the start, itself a function of the frames since its
-  base entry), and the searches and end-of-speech silence of the expectation in force at the utterance's start
+  resampler, and the searches and end-of-speech silence of the expectation in force at the utterance's start
   (set by :meth:`CallRecognizer.listen` before it). So an utterance's text depends only on its own frames,
   that CMN and that expectation; checked bit-exact (text, confidence) against a call decoding alone.
 - The endpointer's idle state depends only on the frames after its base entry (see ``endpointer``).
@@ -61,10 +54,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from pocketsphinx import Decoder
 
-from voxcart.common.audio import ulaw_pcm_frames
+from voxcart.common.audio import Resampler, ulaw_pcm_frames
 from voxcart.common.events import Expect, now_ms
 from voxcart.common.spoken_numbers import numbers_to_digits
-from voxcart.stt.bandwidth import FOLD_ALPHA, FoldingUpsampler
 from voxcart.stt.early_end import EARLY_END_DECISIONS, EARLY_END_EXPECTS, hypothesis_words, sounds_complete
 from voxcart.stt.endpointer import EndpointerConfig, Frame, VadEndpointer
 from voxcart.stt.grammars import DIGITS, PRODUCT, Catalogue
@@ -107,8 +99,7 @@ class _Utterance:
     grammar: Decoder | None = None
     search: str | None = None
     """The grammar's search name."""
-    resampler: FoldingUpsampler = field(default_factory=lambda: FoldingUpsampler(0.0))
-    """8 -> 16 kHz for the decoders; folds the band above 4 kHz for the LM alone on a quiet line (see ``_start``)."""
+    resampler: Resampler = field(default_factory=lambda: Resampler(8000, 16000))
     frames: int = 0
     last_partial: str = ""
     voiced: int = 0
@@ -319,9 +310,6 @@ class CallRecognizer:
             utt.search = model.search_for(self._expect, self._keyterms)
             if utt.search is not None:
                 utt.grammar = model.acquire(utt.search)
-            ep = self._endpointer
-            if utt.search is None and not ep.denoising and ep.noise_floor < ep.config.denoise_floor:
-                utt.resampler = FoldingUpsampler(FOLD_ALPHA)  # the LM alone, on a quiet line: see ``bandwidth``
             for decoder in (utt.lm, utt.grammar):
                 if decoder is not None:
                     decoder.reinit_feat()  # the decoder's state is now the same for every utterance
