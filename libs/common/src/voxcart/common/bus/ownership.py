@@ -24,13 +24,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from .. import events as ev
 from ..metrics import DLQ_TOTAL, LEASE_ACQUIRED, LEASE_LOST, OWNED_CALLS, BusStreamMetrics
 from ..tasks import cancel_and_wait
 from . import keys
 from .base import Bus, BusError, Output
-from .renewer import RenewThread
+from .renewer import HeldLease, RenewThread
 
 __all__ = ["Lease", "Ownership", "OwnershipConfig"]
 
@@ -125,7 +126,7 @@ class Ownership:
         if sync is not None:
             self._renewer = RenewThread(
                 sync,
-                lambda: [(lease, lease.key, lease.value) for lease in tuple(self.owned.values())],
+                lambda: tuple(self.owned.values()),
                 self.config.lease_ttl_ms,
                 interval_s,
                 self.config.loop_stall_ms / 1000,
@@ -285,9 +286,10 @@ class Ownership:
                 result = exc
             await self._apply_renewal(leases, result)
 
-    def _renewal_done(self, leases: tuple[Lease, ...], result: list[bool] | BusError) -> None:
-        """On the loop, from the renewal thread."""
-        task = asyncio.create_task(self._apply_renewal(leases, result), name=f"{self.svc}-renewed")
+    def _renewal_done(self, leases: tuple[HeldLease, ...], result: list[bool] | BusError) -> None:
+        """On the loop, from the renewal thread (with the ``Lease`` objects it was given)."""
+        owned = cast(tuple[Lease, ...], leases)  # the snapshot is of ``self.owned``: Lease objects
+        task = asyncio.create_task(self._apply_renewal(owned, result), name=f"{self.svc}-renewed")
         self._applying.add(task)
         task.add_done_callback(self._applying.discard)
 

@@ -23,14 +23,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import redis
 from redis.exceptions import RedisError
 
 from .base import BusError
 
-__all__ = ["RENEW", "RenewThread", "SyncRedisRenewer", "SyncRenewer"]
+__all__ = ["RENEW", "HeldLease", "RenewThread", "SyncRedisRenewer", "SyncRenewer"]
 
 log = logging.getLogger("voxcart.common.bus.renewer")
 
@@ -84,8 +84,14 @@ class SyncRedisRenewer:
         self.client.close()
 
 
-Leases = tuple[Any, ...]
-"""The snapshot handed back with the results (the ``Lease`` objects, opaque here)."""
+class HeldLease(Protocol):
+    """A lease the replica holds (``ownership.Lease``): its key and the value that proves it is ours."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def value(self) -> str: ...
 
 
 class RenewThread:
@@ -93,7 +99,7 @@ class RenewThread:
 
     Args:
         renewer: the synchronous renewer (its own connection).
-        snapshot: the owned leases as ``(lease, key, value)`` triples; called from the thread.
+        snapshot: the owned leases; called from the thread.
         ttl_ms: the TTL each renewal sets.
         interval_s: between renewals (a third of the TTL).
         loop_stall_s: no renewal while the event loop has not turned for this long (see the module).
@@ -103,11 +109,11 @@ class RenewThread:
     def __init__(
         self,
         renewer: SyncRenewer,
-        snapshot: Callable[[], Sequence[tuple[Any, str, str]]],
+        snapshot: Callable[[], Sequence[HeldLease]],
         ttl_ms: int,
         interval_s: float,
         loop_stall_s: float,
-        on_result: Callable[[Leases, list[bool] | BusError], None],
+        on_result: Callable[[tuple[HeldLease, ...], list[bool] | BusError], None],
     ) -> None:
         self._renewer = renewer
         self._snapshot = snapshot
@@ -121,8 +127,6 @@ class RenewThread:
         self._beat_task: asyncio.Task[None] | None = None
         self.loop_turned = time.monotonic()
         """When the event loop last turned (set on the loop by :meth:`_beat`)."""
-        self.skipped = 0
-        """Renewals not made because the loop was stalled."""
 
     def start(self) -> None:
         """Start on the running loop: the beat task there, the renewal thread beside it."""
@@ -154,20 +158,18 @@ class RenewThread:
         assert self._loop is not None
         while not self._stop.wait(self._interval_s):
             if time.monotonic() - self.loop_turned > self._loop_stall_s:
-                self.skipped += 1
                 log.warning("the event loop has not turned for %.1f s: leases left to lapse", self._loop_stall_s)
                 continue
             owned = tuple(self._snapshot())
             result: list[bool] | BusError
             try:
-                result = self._renewer.renew([(key, value) for _, key, value in owned], self._ttl_ms)
+                result = self._renewer.renew([(lease.key, lease.value) for lease in owned], self._ttl_ms)
             except BusError as exc:
                 result = exc
             except Exception as exc:  # never let the thread die silently: the loop's health check sees it
                 log.exception("lease renewal thread error")
                 result = BusError(f"renewal: {exc!r}")
-            leases = tuple(lease for lease, _, _ in owned)
             try:
-                self._loop.call_soon_threadsafe(self._on_result, leases, result)
+                self._loop.call_soon_threadsafe(self._on_result, owned, result)
             except RuntimeError:  # the loop is closed: the replica is gone
                 return
